@@ -1,0 +1,141 @@
+"""Alembic environment: synchronous psycopg2, URL from src.config, models from src.models.
+
+Online runs hold the project's migration lock (src.migrate) and give each migration
+its own transaction with lock/statement timeouts. Autogenerate skips empty revisions
+and refuses to write a drop+add of columns on one table: that is usually a rename
+that would lose the column's data.
+"""
+
+import os
+from logging.config import fileConfig
+
+from alembic import context
+from alembic.operations import ops
+from alembic.util import CommandError
+from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
+
+from src.models import Base
+
+config = context.config
+if config.config_file_name is not None and not config.attributes.get("connection"):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+# Tables that live in our database but are not ours (extensions, other tools).
+UNOWNED_TABLES = frozenset({"spatial_ref_sys"})
+
+COMPARE_OPTIONS = {
+    "target_metadata": target_metadata,
+    "compare_type": True,
+    "compare_server_default": True,
+    "transaction_per_migration": True,
+}
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    return not (type_ == "table" and reflected and compare_to is None and name in UNOWNED_TABLES)
+
+
+def drop_add_allowed() -> bool:
+    """Opt-out of the rename guard for a real drop+add.
+
+    ALEMBIC_ALLOW_DROP_ADD=1, or `alembic -x allow_drop_add=1 revision ...`.
+    """
+    value = context.get_x_argument(as_dictionary=True).get(
+        "allow_drop_add", os.environ.get("ALEMBIC_ALLOW_DROP_ADD", "")
+    )
+    return value.lower() in {"1", "true", "yes"}
+
+
+def suspected_renames(upgrade_ops: ops.UpgradeOps) -> list[str]:
+    found = []
+    for table_ops in upgrade_ops.ops:
+        if not isinstance(table_ops, ops.ModifyTableOps):
+            continue
+        dropped = [op.column_name for op in table_ops.ops if isinstance(op, ops.DropColumnOp)]
+        added = [op.column.name for op in table_ops.ops if isinstance(op, ops.AddColumnOp)]
+        if dropped and added:
+            found.append(f"{table_ops.table_name}: drops {dropped}, adds {added}")
+    return found
+
+
+def process_revision_directives(context_, revision, directives) -> None:
+    if not getattr(config.cmd_opts, "autogenerate", False):
+        return
+    script = directives[0]
+    upgrade_ops = script.upgrade_ops
+    if upgrade_ops.is_empty():
+        directives[:] = []
+        print("No schema changes detected: no revision written.")
+        return
+    renames = suspected_renames(upgrade_ops)
+    if renames and not drop_add_allowed():
+        raise CommandError(
+            "refusing to write a revision that drops and adds columns on the same table "
+            f"({'; '.join(renames)}). If this is a rename, the data would be lost: write "
+            "op.alter_column('<table>', '<old>', new_column_name='<new>') in an empty revision "
+            "(alembic revision -m '...') instead. If you really mean drop + add, rerun with "
+            "ALEMBIC_ALLOW_DROP_ADD=1."
+        )
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL for review or a DBA (`alembic upgrade head --sql`); needs no database."""
+    context.configure(
+        dialect_name="postgresql",
+        literal_binds=True,
+        include_object=include_object,
+        **COMPARE_OPTIONS,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_with(connection: Connection) -> None:
+    from src.config import get_settings
+
+    settings = get_settings()
+    # Session-level, so every per-migration transaction is bounded; committed so that
+    # Alembic starts its own transactions on a clean connection.
+    connection.exec_driver_sql(f"SET lock_timeout = {settings.migration_lock_timeout_ms}")
+    connection.exec_driver_sql(f"SET statement_timeout = {settings.migration_statement_timeout_ms}")
+    connection.commit()
+    context.configure(
+        connection=connection,
+        include_object=include_object,
+        process_revision_directives=process_revision_directives,
+        **COMPARE_OPTIONS,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    from src.migrate import migration_lock, sync_engine
+
+    given = config.attributes.get("connection")  # pytest-alembic / programmatic callers
+    engine = given.engine if given is not None else sync_engine()
+    try:
+        with migration_lock(engine):
+            if given is not None:
+                run_with(given)
+            else:
+                with engine.connect() as connection:
+                    run_with(connection)
+    except OperationalError as exc:
+        if exc.connection_invalidated or "connect" not in str(exc.orig).lower():
+            raise
+        url = engine.url
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise CommandError(
+            f"cannot reach the database at {url.host}:{url.port} ({reason}); "
+            "start it with `pipenv run db` (embedded) or `docker compose up -d db`"
+        ) from None
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,1 @@
+"""Country API: async FastAPI on asyncpg, schema owned by Alembic."""

@@ -1,0 +1,30 @@
+"""Shared exit path for the project's commands: known failures become one line and exit 1."""
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydantic import ValidationError
+
+
+class CommandFailure(RuntimeError):
+    """A failure the user can act on: shown as one line, exit status 1."""
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    fields = ", ".join(
+        f"{'.'.join(map(str, err['loc'])).upper()} ({err['msg'].lower()})" for err in exc.errors()
+    )
+    return f"invalid settings: {fields}; copy .env.example to .env (pipenv run setup does)"
+
+
+@contextmanager
+def fail_on_errors() -> Iterator[None]:
+    try:
+        yield
+    except ValidationError as exc:
+        sys.exit(f"error: {settings_error_line(exc)}")
+    except CommandFailure as exc:
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(130)

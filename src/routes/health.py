@@ -1,0 +1,37 @@
+"""Liveness and readiness for orchestrators (Docker healthchecks, Kubernetes probes)."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from src.errors import ErrorBody, error_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers. Never touches the database, so a database outage
+    does not get healthy API containers restarted."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"model": ErrorBody}})
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: the database answers and its schema is exactly the code's Alembic head."""
+    code_heads: set[str] = request.app.state.code_heads
+    try:
+        async with request.app.state.engine.connect() as conn:
+            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            db_heads = {row[0] for row in rows}
+    except (SQLAlchemyError, OSError, TimeoutError):
+        return error_response(503, "database unavailable")
+    if db_heads != code_heads:
+        database = ", ".join(sorted(db_heads)) or "empty"
+        code = ", ".join(sorted(code_heads))
+        return error_response(
+            503,
+            f"schema mismatch: database at {database}, code expects {code}",
+        )
+    return JSONResponse({"status": "ready", "revision": ", ".join(sorted(code_heads))})

@@ -1,0 +1,118 @@
+"""Test database: a throwaway embedded PostgreSQL per run, or TEST_DATABASE_URL.
+
+The schema is built by the real migrations (src.migrate), never create_all. Everything
+the code under test reads from settings is pointed at that database through the
+environment, which subprocesses (alembic CLI, src.start) inherit too.
+"""
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.pool import NullPool
+
+from src.config import get_settings
+from src.embedded_pg import EmbeddedPostgres, free_port
+
+
+def make_cluster(root: Path, **overrides) -> EmbeddedPostgres:
+    """An embedded cluster in `root`, reachable by the unprivileged user when run as root."""
+    root.chmod(0o755)
+    params = {
+        "data_dir": root / "data",
+        "port": free_port(),
+        "user": "test",
+        "password": secrets.token_urlsafe(12),
+        "database": "countries_test",
+    }
+    return EmbeddedPostgres(**(params | overrides))
+
+
+def point_settings_at(url: str) -> None:
+    parsed = make_url(url)
+    os.environ.update(
+        DATABASE_URL=url,
+        POSTGRES_USER=parsed.username or "",
+        POSTGRES_PASSWORD=parsed.password or "",
+        POSTGRES_DB=parsed.database or "",
+        POSTGRES_HOST=parsed.host or "localhost",
+        POSTGRES_PORT=str(parsed.port or 5432),
+    )
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def cluster_root() -> Iterator[Path]:
+    """A temp folder the unprivileged server user can reach (pytest's tmp_path is 0700)."""
+    with tempfile.TemporaryDirectory(prefix="country-cluster-") as tmp:
+        Path(tmp).chmod(0o755)
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="country-tests-") as tmp:
+        pg = make_cluster(Path(tmp))
+        pg.start()
+        try:
+            yield pg
+        finally:
+            pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_cluster: EmbeddedPostgres | None) -> str:
+    if pg_cluster is None:
+        url = os.environ["TEST_DATABASE_URL"]
+    else:
+        url = (
+            f"postgresql://{pg_cluster.user}:{pg_cluster.password}"
+            f"@{pg_cluster.host}:{pg_cluster.port}/{pg_cluster.database}"
+        )
+    point_settings_at(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def sync_engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(get_settings().sync_url, poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated(sync_engine: Engine) -> Engine:
+    from src import migrate
+
+    migrate.upgrade()
+    return sync_engine
+
+
+@pytest.fixture
+def db(migrated: Engine) -> Iterator[Engine]:
+    """The migrated database; rows a test adds to country are removed afterwards."""
+    with migrated.connect() as conn:
+        last_id = conn.scalar(text("SELECT coalesce(max(id), 0) FROM country"))
+    yield migrated
+    with migrated.begin() as conn:
+        conn.execute(text("DELETE FROM country WHERE id > :id"), {"id": last_id})
+
+
+@pytest.fixture
+async def client(db: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    from src.main import create_app
+
+    app = create_app()
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client

@@ -1,0 +1,33 @@
+from sqlalchemy import text
+
+from src.migrate import alembic_config, head_revisions
+
+
+async def test_health_is_ok(client):
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_ready_reports_the_head(client):
+    response = await client.get("/ready")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ready",
+        "revision": ", ".join(sorted(head_revisions(alembic_config()))),
+    }
+
+
+async def test_ready_is_503_when_schema_is_behind(client, db):
+    with db.begin() as conn:
+        head = conn.scalar(text("SELECT version_num FROM alembic_version"))
+        conn.execute(text("UPDATE alembic_version SET version_num = 'c5e7ddd980eb'"))
+    try:
+        response = await client.get("/ready")
+    finally:
+        with db.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "service_unavailable"
+    assert "c5e7ddd980eb" in body["detail"] and head in body["detail"]

@@ -1,0 +1,60 @@
+import pytest
+from pydantic import ValidationError
+
+from src.cli import settings_error_line
+from src.config import PROJECT_ROOT, Settings
+
+BASE = {
+    "POSTGRES_USER": "u",
+    "POSTGRES_PASSWORD": "p@ss/word",
+    "POSTGRES_DB": "d",
+}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for key in ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "EMBEDDED_PG_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    return monkeypatch
+
+
+def test_urls_derive_from_postgres_values(env):
+    settings = Settings(_env_file=None)
+    assert settings.async_url.render_as_string(hide_password=False) == (
+        "postgresql+asyncpg://u:p%40ss%2Fword@localhost:5555/d"
+    )
+    assert settings.sync_url.drivername == "postgresql+psycopg2"
+    assert settings.sync_url.password == "p@ss/word"
+    assert settings.db_is_local
+
+
+def test_database_url_overrides_and_swaps_driver(env):
+    env.setenv("DATABASE_URL", "postgresql://x:y@db.example.com:6543/other")
+    settings = Settings(_env_file=None)
+    assert str(settings.async_url).startswith("postgresql+asyncpg://x:")
+    assert settings.sync_url.host == "db.example.com"
+    assert settings.sync_url.port == 6543
+    assert not settings.db_is_local
+
+
+def test_relative_embedded_dir_is_under_the_project(env):
+    env.setenv("EMBEDDED_PG_DIR", "some/dir")
+    assert Settings(_env_file=None).embedded_pg_dir == PROJECT_ROOT / "some/dir"
+
+
+def test_missing_values_give_one_line(env):
+    env.delenv("POSTGRES_USER")
+    env.setenv("POSTGRES_PORT", "99999")
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None)
+    line = settings_error_line(info.value)
+    assert "\n" not in line
+    assert "POSTGRES_USER" in line and "POSTGRES_PORT" in line
+
+
+def test_env_example_documents_every_setting():
+    documented = (PROJECT_ROOT / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert name.upper() in documented, name

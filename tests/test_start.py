@@ -1,0 +1,61 @@
+"""`pipenv run start` end to end: embedded PostgreSQL → migrations → API, then SIGTERM."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from src.config import PROJECT_ROOT
+from src.embedded_pg import free_port, port_in_use
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {seconds}s")
+
+
+def test_start_serves_the_api_and_stops_its_database(cluster_root):
+    db_port, api_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": "",
+        "POSTGRES_USER": "starter",
+        "POSTGRES_PASSWORD": "start-pw",
+        "POSTGRES_DB": "start-db",
+        "POSTGRES_HOST": "localhost",
+        "POSTGRES_PORT": str(db_port),
+        "EMBEDDED_PG_DIR": str(cluster_root / "pgdata"),
+        "API_PORT": str(api_port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.start"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{api_port}"
+        assert wait_for(f"{base}/country/GB", proc).status_code in (200, 404)
+        body = {"alpha2": "XD", "alpha3": "XDD", "name": "Startland"}
+        assert httpx.post(f"{base}/country", json=body).status_code == 201
+        assert httpx.get(f"{base}/country/XD").json()["name"] == "Startland"
+        assert httpx.post(f"{base}/country", json=body).status_code == 409
+        assert port_in_use("127.0.0.1", db_port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "embedded PostgreSQL started" in output
+    assert "embedded PostgreSQL stopped" in output
+    assert not port_in_use("127.0.0.1", db_port)
