@@ -1,7 +1,13 @@
-"""Typed SQLAlchemy models: the source Alembic autogenerates revisions from."""
+"""Typed SQLAlchemy models: the source Alembic autogenerates revisions from.
 
-from sqlalchemy import Identity, MetaData, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+They describe the schema at head. `alembic check` (the drift gate) fails when they and
+the revisions disagree.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Identity, MetaData, String, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Deterministic, Postgres-style constraint names, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -18,11 +24,37 @@ class Base(DeclarativeBase):
 
 
 class Country(Base):
-    """An ISO 3166-1 country."""
+    """An ISO 3166-1 country (or a user-assigned code such as XK)."""
 
     __tablename__ = "country"
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     alpha2: Mapped[str] = mapped_column(String(2), unique=True)
-    alpha3: Mapped[str | None] = mapped_column(String(3), unique=True)
+    alpha3: Mapped[str] = mapped_column(String(3), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    numeric: Mapped[str | None] = mapped_column(String(3))
+    official_name: Mapped[str | None] = mapped_column(String(200))
+
+    subdivisions: Mapped[list["Subdivision"]] = relationship(
+        back_populates="country", passive_deletes=True
+    )
+
+
+class Subdivision(Base):
+    """An ISO 3166-2 subdivision, optionally inside a parent subdivision."""
+
+    __tablename__ = "subdivision"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    country_id: Mapped[int] = mapped_column(
+        ForeignKey("country.id", ondelete="CASCADE"), index=True
+    )
+    code: Mapped[str] = mapped_column(String(6), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(100))
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subdivision.id", ondelete="SET NULL"), index=True
+    )
+
+    country: Mapped[Country] = relationship(back_populates="subdivisions")

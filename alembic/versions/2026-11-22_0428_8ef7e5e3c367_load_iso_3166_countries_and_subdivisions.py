@@ -1,0 +1,104 @@
+"""load iso 3166 countries and subdivisions
+
+Revision ID: 8ef7e5e3c367
+Revises: 486626707430
+Create Date: 2026-11-22 04:28:10.896397+00:00
+
+Data: ISO 3166-1 countries and ISO 3166-2 subdivisions from the pinned pycountry.
+
+Idempotent: ON CONFLICT DO NOTHING, so countries that already exist (by alpha2 or
+alpha3, e.g. created through the API) are left exactly as they are, and running it
+twice adds nothing. Batched, literal VALUES: renders offline too. Lightweight
+sa.table() definitions, never the app's models.
+
+The downgrade removes only what this added: subdivisions by ISO code, and countries
+whose row still equals the ISO data (a country edited since is kept).
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import insert
+
+revision: str = "8ef7e5e3c367"
+down_revision: str | Sequence[str] | None = "486626707430"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+BATCH = 500
+
+country = sa.table(
+    "country",
+    sa.column("id", sa.Integer),
+    sa.column("alpha2", sa.String),
+    sa.column("alpha3", sa.String),
+    sa.column("numeric", sa.String),
+    sa.column("name", sa.String),
+    sa.column("official_name", sa.String),
+)
+subdivision = sa.table(
+    "subdivision",
+    sa.column("country_id", sa.Integer),
+    sa.column("code", sa.String),
+    sa.column("name", sa.String),
+    sa.column("type", sa.String),
+)
+COUNTRY_COLUMNS = ("alpha2", "alpha3", "numeric", "name", "official_name")
+SUBDIVISION_COLUMNS = ("code", "country_alpha2", "name", "type")
+
+
+def iso_countries() -> list[tuple]:
+    import pycountry
+
+    return sorted(
+        (c.alpha_2, c.alpha_3, c.numeric, c.name, getattr(c, "official_name", None))
+        for c in pycountry.countries
+    )
+
+
+def iso_subdivisions() -> list[tuple]:
+    import pycountry
+
+    return sorted((s.code, s.country_code, s.name, s.type) for s in pycountry.subdivisions)
+
+
+def batches(rows: list[tuple]):
+    for start in range(0, len(rows), BATCH):
+        yield rows[start : start + BATCH]
+
+
+def values(columns: tuple[str, ...], rows: list[tuple]) -> sa.Values:
+    return sa.values(*(sa.column(name, sa.String) for name in columns), name="iso").data(rows)
+
+
+def upgrade() -> None:
+    for rows in batches(iso_countries()):
+        iso = values(COUNTRY_COLUMNS, rows)
+        op.execute(
+            insert(country)
+            .from_select(COUNTRY_COLUMNS, sa.select(*(iso.c[name] for name in COUNTRY_COLUMNS)))
+            .on_conflict_do_nothing()
+        )
+    for rows in batches(iso_subdivisions()):
+        iso = values(SUBDIVISION_COLUMNS, rows)
+        op.execute(
+            insert(subdivision)
+            .from_select(
+                ("country_id", "code", "name", "type"),
+                sa.select(country.c.id, iso.c.code, iso.c.name, iso.c.type).join(
+                    country, country.c.alpha2 == iso.c.country_alpha2
+                ),
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+def downgrade() -> None:
+    for rows in batches(iso_subdivisions()):
+        op.execute(subdivision.delete().where(subdivision.c.code.in_([r[0] for r in rows])))
+    for rows in batches(iso_countries()):
+        iso = values(COUNTRY_COLUMNS, rows)
+        unchanged = [country.c[name].is_not_distinct_from(iso.c[name]) for name in COUNTRY_COLUMNS]
+        op.execute(country.delete().where(*unchanged))
