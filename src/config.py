@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -9,6 +10,8 @@ from sqlalchemy import URL, make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# The value .env.example ships with: fine on a laptop, refused in production.
+PLACEHOLDER_API_KEY = "local-dev-key-change-me"
 
 
 class Settings(BaseSettings):
@@ -32,6 +35,15 @@ class Settings(BaseSettings):
     migration_lock_wait_seconds: float = Field(default=120, gt=0)
     migration_lock_timeout_ms: int = Field(default=5_000, ge=0)
     migration_statement_timeout_ms: int = Field(default=300_000, ge=0)
+
+    environment: Literal["local", "test", "production"] = "local"
+    # Required in the X-API-Key header of POST/PATCH/DELETE. Reads stay public.
+    api_key: SecretStr | None = None
+    # Larger request bodies get 413 before any parsing.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The app's connection pool (per process).
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8765, ge=1, le=65535)
@@ -62,6 +74,17 @@ class Settings(BaseSettings):
     def sync_url(self) -> URL:
         """Alembic's URL: psycopg2, same database."""
         return self._url("postgresql+psycopg2")
+
+    def startup_problem(self) -> str | None:
+        """Why the app must not start with these settings, if it must not."""
+        if self.environment != "production":
+            return None
+        key = self.api_key.get_secret_value() if self.api_key else ""
+        if not key or key == PLACEHOLDER_API_KEY:
+            return "ENVIRONMENT=production needs a real API_KEY (not empty, not the placeholder)"
+        if len(key) < 16:
+            return "ENVIRONMENT=production needs an API_KEY of at least 16 characters"
+        return None
 
     @property
     def db_is_local(self) -> bool:

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -15,9 +16,17 @@ from src.config import Settings
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    # pre_ping: after a database restart, stale pooled connections are replaced
-    # transparently instead of failing the next request.
-    return create_async_engine(settings.async_url, pool_pre_ping=True)
+    return create_async_engine(
+        settings.async_url,
+        # After a database restart, stale pooled connections are replaced
+        # transparently instead of failing the next request.
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=10,
+        # Fail fast (then 503) rather than hang when the database is unreachable.
+        connect_args={"timeout": 5, "command_timeout": 30},
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -29,4 +38,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection for Core reads: no ORM identity map or unit of work to pay for."""
+    async with request.app.state.engine.connect() as conn:
+        yield conn
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]

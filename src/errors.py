@@ -4,13 +4,18 @@
 one entry per field, saying which field and why.
 """
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
 
 STATUS_CODES = {
     400: "bad_request",
@@ -58,6 +63,24 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, "request validation failed", errors)
 
 
+def is_database_outage(exc: BaseException) -> bool:
+    """Connection-level failures (database down, restarting, unreachable), not bad SQL."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated
+    return isinstance(exc, OSError | TimeoutError)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_outage(exc):
+        raise exc
+    logger.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    return error_response(503, "database unavailable, retry shortly", headers={"Retry-After": "5"})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for exc_type in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(exc_type, _database_error)

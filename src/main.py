@@ -4,18 +4,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from pydantic import ValidationError
 
 from src import errors
+from src.cli import settings_error_line
 from src.config import Settings, get_settings
 from src.db import create_engine, create_sessionmaker
+from src.middleware import BodyGuard
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings or get_settings())
+        engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.code_heads = head_revisions(alembic_config())
@@ -24,11 +28,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await engine.dispose()
 
-    app = FastAPI(title="Country API", version="1.0.0", lifespan=lifespan)
+    # FastAPIOffline: /docs serves Swagger UI from the installed package, not a CDN.
+    app = FastAPIOffline(
+        title="Country API",
+        version="1.0.0",
+        description="ISO 3166 countries and subdivisions. Writes need the X-API-Key header.",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(country.router)
     return app
 
 
-app = create_app()
+def app_from_environment() -> FastAPI:
+    """What uvicorn serves. Bad settings stop it with one line, not a traceback."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"error: {settings_error_line(exc)}") from None
+    if problem := settings.startup_problem():
+        raise SystemExit(f"error: {problem}")
+    return create_app(settings)
+
+
+app = app_from_environment()

@@ -1,45 +1,116 @@
 """Request and response bodies: the API's contract, validated by Pydantic v2."""
 
-from typing import Annotated
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+# Bidirectional overrides/isolates can make text display differently from what it is.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
-def _printable(value: str) -> str:
-    if not value.isprintable():
-        raise ValueError("must not contain control characters")
+
+def _clean_text(value: str) -> str:
+    """Any script or emoji (joiners included), but no control characters, lone
+    surrogates (PostgreSQL cannot store them) or bidi overrides."""
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise ValueError("must be valid unicode (no lone surrogates)")
+        if category == "Cc" or char in _BIDI_CONTROLS:
+            raise ValueError(f"must not contain control character U+{ord(char):04X}")
     return value
 
 
 Alpha2 = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$"),
-    Field(description="ISO 3166-1 alpha-2 code", examples=["GB"]),
+    Field(description="ISO 3166-1 alpha-2 code (letters, any case)", examples=["XK"]),
 ]
 Alpha3 = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$"),
-    Field(description="ISO 3166-1 alpha-3 code", examples=["GBR"]),
+    Field(description="ISO 3166-1 alpha-3 code (letters, any case)", examples=["XKX"]),
+]
+Numeric = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{3}$"),
+    Field(description="ISO 3166-1 numeric code, three digits", examples=["926"]),
 ]
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_printable),
-    Field(examples=["United Kingdom"]),
+    AfterValidator(_clean_text),
+    Field(examples=["Kosovo"]),
+]
+SearchText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_clean_text),
 ]
 
 
 class CountryCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "alpha2": "XK",
+                    "alpha3": "XKX",
+                    "name": "Kosovo",
+                    "numeric": "926",
+                    "official_name": "Republic of Kosovo",
+                }
+            ]
+        },
+    )
 
     alpha2: Alpha2
     alpha3: Alpha3
     name: Name
+    numeric: Numeric | None = None
+    official_name: Name | None = None
+
+
+class CountryUpdate(BaseModel):
+    """Only the fields sent change; `numeric` and `official_name` may be set to null."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "Kosova", "official_name": None}]},
+    )
+
+    alpha2: Alpha2 | None = None
+    alpha3: Alpha3 | None = None
+    name: Name | None = None
+    numeric: Numeric | None = None
+    official_name: Name | None = None
 
 
 class CountryRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    alpha2: str = Field(examples=["GB"])
+    alpha3: str = Field(examples=["GBR"])
+    numeric: str | None = Field(examples=["826"])
+    name: str = Field(examples=["United Kingdom"])
+    official_name: str | None = Field(
+        examples=["United Kingdom of Great Britain and Northern Ireland"]
+    )
+    created_at: datetime
 
-    alpha2: str
-    alpha3: str | None
-    name: str
+
+class SubdivisionRead(BaseModel):
+    code: str = Field(examples=["GB-ENG"])
+    name: str = Field(examples=["England"])
+    type: str = Field(examples=["Country"])
+    parent_code: str | None = Field(examples=[None])
+
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    items: list[Item]
+    total: int = Field(description="matching items in all pages")
+    limit: int
+    offset: int

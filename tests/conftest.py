@@ -34,9 +34,14 @@ def make_cluster(root: Path, **overrides) -> EmbeddedPostgres:
     return EmbeddedPostgres(**(params | overrides))
 
 
+API_KEY = "test-api-key-0123456789"
+
+
 def point_settings_at(url: str) -> None:
     parsed = make_url(url)
     os.environ.update(
+        ENVIRONMENT="test",
+        API_KEY=API_KEY,
         DATABASE_URL=url,
         POSTGRES_USER=parsed.username or "",
         POSTGRES_PASSWORD=parsed.password or "",
@@ -108,11 +113,27 @@ def db(migrated: Engine) -> Iterator[Engine]:
 
 
 @pytest.fixture
-async def client(db: Engine) -> AsyncIterator[httpx.AsyncClient]:
+async def app(db: Engine) -> AsyncIterator:
     from src.main import create_app
 
-    app = create_app()
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    async with LifespanManager(create_app(get_settings())) as manager:
+        yield manager.app
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    """Sends the API key, as a trusted writer would."""
+    transport = httpx.ASGITransport(app=app)
+    headers = {"X-API-Key": API_KEY}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=headers
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def anon(app) -> AsyncIterator[httpx.AsyncClient]:
+    """No API key: reads only."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client

@@ -35,6 +35,8 @@ def test_start_serves_the_api_and_stops_its_database(cluster_root):
         "POSTGRES_PORT": str(db_port),
         "EMBEDDED_PG_DIR": str(cluster_root / "pgdata"),
         "API_PORT": str(api_port),
+        "ENVIRONMENT": "local",
+        "API_KEY": "start-test-key",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "src.start"],
@@ -46,11 +48,13 @@ def test_start_serves_the_api_and_stops_its_database(cluster_root):
     )
     try:
         base = f"http://127.0.0.1:{api_port}"
-        assert wait_for(f"{base}/country/GB", proc).status_code in (200, 404)
+        assert wait_for(f"{base}/country/GB", proc).json()["alpha3"] == "GBR"
         body = {"alpha2": "XD", "alpha3": "XDD", "name": "Startland"}
-        assert httpx.post(f"{base}/country", json=body).status_code == 201
+        key = {"X-API-Key": "start-test-key"}
+        assert httpx.post(f"{base}/country", json=body, headers=key).status_code == 201
         assert httpx.get(f"{base}/country/XD").json()["name"] == "Startland"
-        assert httpx.post(f"{base}/country", json=body).status_code == 409
+        assert httpx.post(f"{base}/country", json=body, headers=key).status_code == 409
+        assert httpx.get(f"{base}/ready").status_code == 200
         assert port_in_use("127.0.0.1", db_port)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -1,52 +1,241 @@
-"""The /country resource."""
+"""The /country resource: ISO 3166-1 countries and their ISO 3166-2 subdivisions.
 
-from fastapi import APIRouter, HTTPException, Path, status
-from sqlalchemy import select
+Reads select columns with SQLAlchemy Core and serialise rows once (src.responses);
+writes let the database's unique constraints decide conflicts, so concurrent requests
+cannot both win.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
-from src.db import SessionDep
+from src.db import ConnectionDep
 from src.errors import ErrorBody
-from src.models import Country
-from src.schemas import CountryCreate, CountryRead
+from src.models import Country, Subdivision
+from src.responses import json_with_etag
+from src.schemas import (
+    CountryCreate,
+    CountryRead,
+    CountryUpdate,
+    Page,
+    SearchText,
+    SubdivisionRead,
+)
+from src.security import WriteAccess
 
 router = APIRouter(prefix="/country", tags=["country"])
 
 UNIQUE_VIOLATION = "23505"
+COUNTRY_COLUMNS = (
+    Country.alpha2,
+    Country.alpha3,
+    Country.numeric,
+    Country.name,
+    Country.official_name,
+    Country.created_at,
+)
+ETAG_HEADER = {"ETag": {"description": "Strong validator; send it back in If-None-Match"}}
+NOT_MODIFIED = {304: {"description": "Not modified: the If-None-Match ETag still matches"}}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody} for code in (*codes, 503)}
+
+
+Code = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z]{2,3}$",
+        description="ISO 3166-1 alpha-2 or alpha-3 code, any case",
+        examples=["GB"],
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=250, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="items to skip")]
+
+
+def by_code(code: str) -> ColumnElement[bool]:
+    code = code.upper()
+    return Country.alpha2 == code if len(code) == 2 else Country.alpha3 == code
+
+
+def not_found(code: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"country {code.upper()!r} not found")
+
+
+def conflict(exc: IntegrityError, values: dict[str, Any]) -> HTTPException:
+    """409 for a unique violation, naming the clashing field; anything else is re-raised."""
+    if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+        raise exc
+    constraint = getattr(exc.orig.__cause__, "constraint_name", "") or ""
+    field = next((f for f in ("alpha2", "alpha3") if constraint == f"country_{f}_key"), None)
+    detail = (
+        f"a country with {field} {values[field]!r} already exists"
+        if field
+        else "a country with this alpha2 or alpha3 already exists"
+    )
+    return HTTPException(status.HTTP_409_CONFLICT, detail)
+
+
+async def page_of(conn: ConnectionDep, stmt, count_stmt, limit: int, offset: int) -> dict:
+    """One round trip: the rows plus count(*) OVER () for the total."""
+    rows = (
+        await conn.execute(stmt.add_columns(func.count().over()).limit(limit).offset(offset))
+    ).all()
+    total = rows[0][-1] if rows else await conn.scalar(count_stmt)
+    return {
+        "items": [dict(zip(row._fields[:-1], row[:-1], strict=True)) for row in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get(
+    "",
+    response_model=None,
+    responses={
+        200: {"model": Page[CountryRead], "headers": ETAG_HEADER},
+        **NOT_MODIFIED,
+        **errors(422),
+    },
+)
+async def list_countries(
+    request: Request,
+    conn: ConnectionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    q: Annotated[SearchText | None, Query(description="case-insensitive name filter")] = None,
+) -> Response:
+    """Countries ordered by alpha-2 code, a page at a time."""
+    match = Country.name.icontains(q, autoescape=True) if q else True
+    stmt = select(*COUNTRY_COLUMNS).where(match).order_by(Country.alpha2)
+    count = select(func.count()).select_from(Country).where(match)
+    return json_with_etag(request, await page_of(conn, stmt, count, limit, offset))
+
+
+@router.get(
+    "/{code}",
+    response_model=None,
+    responses={
+        200: {"model": CountryRead, "headers": ETAG_HEADER},
+        **NOT_MODIFIED,
+        **errors(404, 422),
+    },
+)
+async def get_country(request: Request, conn: ConnectionDep, code: Code) -> Response:
+    """One country by alpha-2 or alpha-3 code."""
+    row = (await conn.execute(select(*COUNTRY_COLUMNS).where(by_code(code)))).first()
+    if row is None:
+        raise not_found(code)
+    return json_with_etag(request, row._asdict())
+
+
+@router.get(
+    "/{code}/subdivisions",
+    response_model=None,
+    responses={
+        200: {"model": Page[SubdivisionRead], "headers": ETAG_HEADER},
+        **NOT_MODIFIED,
+        **errors(404, 422),
+    },
+)
+async def list_subdivisions(
+    request: Request, conn: ConnectionDep, code: Code, limit: Limit = 50, offset: Offset = 0
+) -> Response:
+    """A country's ISO 3166-2 subdivisions ordered by code, with their parent's code."""
+    country_id = await conn.scalar(select(Country.id).where(by_code(code)))
+    if country_id is None:
+        raise not_found(code)
+    parent = aliased(Subdivision)
+    stmt = (
+        select(
+            Subdivision.code, Subdivision.name, Subdivision.type, parent.code.label("parent_code")
+        )
+        .outerjoin(parent, Subdivision.parent_id == parent.id)
+        .where(Subdivision.country_id == country_id)
+        .order_by(Subdivision.code)
+    )
+    count = (
+        select(func.count()).select_from(Subdivision).where(Subdivision.country_id == country_id)
+    )
+    return json_with_etag(request, await page_of(conn, stmt, count, limit, offset))
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=CountryRead,
-    responses={409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    response_model=None,
+    dependencies=[WriteAccess],
+    responses={
+        201: {"model": CountryRead, "headers": {"Location": {"description": "the new country"}}},
+        **errors(401, 409, 413, 415, 422),
+    },
 )
-async def create_country(body: CountryCreate, session: SessionDep) -> Country:
-    country = Country(**body.model_dump())
-    session.add(country)
+async def create_country(request: Request, body: CountryCreate, conn: ConnectionDep) -> Response:
+    """Create a country. Requires X-API-Key."""
+    values = body.model_dump()
     try:
-        await session.commit()
+        row = (await conn.execute(insert(Country).values(values).returning(*COUNTRY_COLUMNS))).one()
+        await conn.commit()
     except IntegrityError as exc:
-        await session.rollback()
-        # The unique constraints decide, so concurrent inserts cannot both win.
-        if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                f"a country with alpha2 {body.alpha2!r} or alpha3 {body.alpha3!r} already exists",
-            ) from None
-        raise
-    return country
+        await conn.rollback()
+        raise conflict(exc, values) from None
+    response = json_with_etag(request, row._asdict(), {"Location": f"/country/{row.alpha2}"})
+    response.status_code = status.HTTP_201_CREATED
+    return response
 
 
-@router.get(
+@router.patch(
     "/{code}",
-    response_model=CountryRead,
-    responses={404: {"model": ErrorBody}},
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[WriteAccess],
+    responses=errors(401, 404, 409, 413, 415, 422),
 )
-async def get_country(
-    session: SessionDep,
-    code: str = Path(pattern=r"^[A-Za-z]{2}$", examples=["GB"]),
-) -> Country:
-    country = await session.scalar(select(Country).where(Country.alpha2 == code.upper()))
-    if country is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"country {code.upper()!r} not found")
-    return country
+async def update_country(code: Code, body: CountryUpdate, conn: ConnectionDep) -> Response:
+    """Change the fields sent (JSON merge-patch style). Requires X-API-Key."""
+    values = body.model_dump(exclude_unset=True)
+    if not values:
+        raise HTTPException(422, "send at least one field to change")
+    required_nulls = sorted(
+        f for f in ("alpha2", "alpha3", "name") if f in values and values[f] is None
+    )
+    if required_nulls:
+        raise HTTPException(422, f"{', '.join(required_nulls)} cannot be null")
+    try:
+        row = (
+            await conn.execute(
+                update(Country).where(by_code(code)).values(values).returning(Country.alpha2)
+            )
+        ).first()
+        await conn.commit()
+    except IntegrityError as exc:
+        await conn.rollback()
+        raise conflict(exc, values) from None
+    if row is None:
+        raise not_found(code)
+    return Response(
+        status_code=status.HTTP_204_NO_CONTENT, headers={"Location": f"/country/{row.alpha2}"}
+    )
+
+
+@router.delete(
+    "/{code}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[WriteAccess],
+    responses=errors(401, 404, 422),
+)
+async def delete_country(code: Code, conn: ConnectionDep) -> Response:
+    """Delete a country and its subdivisions. Requires X-API-Key."""
+    deleted = (
+        await conn.execute(delete(Country).where(by_code(code)).returning(Country.id))
+    ).first()
+    await conn.commit()
+    if deleted is None:
+        raise not_found(code)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

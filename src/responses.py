@@ -1,0 +1,36 @@
+"""Pre-serialised JSON responses with a strong ETag and If-None-Match → 304.
+
+Bodies are built with orjson straight from database rows: no second validation pass
+through a response_model, and the ETag is a hash of the exact bytes sent.
+"""
+
+import hashlib
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+
+JSON = "application/json"
+
+
+def etag_for(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    if if_none_match.strip() == "*":
+        return True
+    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in candidates
+
+
+def json_with_etag(
+    request: Request, content: Any, headers: dict[str, str] | None = None
+) -> Response:
+    body = orjson.dumps(content)
+    etag = etag_for(body)
+    all_headers = {"ETag": etag, "Cache-Control": "no-cache", **(headers or {})}
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and _matches(if_none_match, etag):
+        return Response(status_code=304, headers=all_headers)
+    return Response(body, media_type=JSON, headers=all_headers)
