@@ -18,7 +18,8 @@ def _is_json(content_type: str) -> bool:
 
 
 class BodyGuard:
-    """413 for bodies over `max_bytes` (declared or streamed), 415 for non-JSON bodies."""
+    """413 for bodies over `max_bytes` (declared or streamed), 415 for non-JSON bodies,
+    422 for bodies that are not UTF-8."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -57,6 +58,16 @@ class BodyGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        try:
+            body.decode("utf-8")  # JSON is UTF-8; FastAPI would answer a bare 400
+        except UnicodeDecodeError as exc:
+            response = error_response(
+                422,
+                "request validation failed",
+                [{"field": "body", "message": f"not valid UTF-8 at byte {exc.start}"}],
+            )
+            await response(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:

@@ -9,6 +9,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -52,12 +53,18 @@ def point_settings_at(url: str) -> None:
     get_settings.cache_clear()
 
 
-@pytest.fixture
-def cluster_root() -> Iterator[Path]:
+@contextmanager
+def traversable_tempdir() -> Iterator[Path]:
     """A temp folder the unprivileged server user can reach (pytest's tmp_path is 0700)."""
     with tempfile.TemporaryDirectory(prefix="country-cluster-") as tmp:
         Path(tmp).chmod(0o755)
         yield Path(tmp)
+
+
+@pytest.fixture
+def cluster_root() -> Iterator[Path]:
+    with traversable_tempdir() as root:
+        yield root
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +72,8 @@ def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
     if os.environ.get("TEST_DATABASE_URL"):
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="country-tests-") as tmp:
-        pg = make_cluster(Path(tmp))
+    with traversable_tempdir() as root:
+        pg = make_cluster(root)
         pg.start()
         try:
             yield pg

@@ -1,0 +1,74 @@
+"""The application object: startup refusals, offline docs, OpenAPI contract."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from src.config import PLACEHOLDER_API_KEY, PROJECT_ROOT
+
+
+def import_app(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import src.main"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("key", ["", PLACEHOLDER_API_KEY, "short"])
+def test_production_refuses_a_missing_placeholder_or_weak_key(database_url, key):
+    proc = import_app(ENVIRONMENT="production", API_KEY=key)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ENVIRONMENT=production needs")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_production_starts_with_a_real_key(database_url):
+    proc = import_app(ENVIRONMENT="production", API_KEY="a-real-key-of-enough-length")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_local_accepts_the_placeholder(database_url):
+    assert import_app(ENVIRONMENT="local", API_KEY=PLACEHOLDER_API_KEY).returncode == 0
+
+
+def test_bad_settings_are_one_line(database_url):
+    proc = import_app(ENVIRONMENT="staging")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: invalid settings: ENVIRONMENT")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+async def test_docs_use_only_assets_the_app_serves(anon):
+    page = await anon.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]""", page.text)
+    urls = re.findall(r"""url:\s*['"]([^'"]+)['"]""", page.text)
+    assert assets, page.text
+    for asset in assets + urls:
+        assert asset.startswith("/"), f"external asset {asset}"
+        response = await anon.get(asset)
+        assert response.status_code == 200, asset
+    assert "//cdn" not in page.text and "https://" not in page.text
+
+
+async def test_openapi_declares_the_api_key_for_writes_only(anon):
+    spec = (await anon.get("/openapi.json")).json()
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "Required for POST, PATCH and DELETE (API_KEY in the settings).",
+    }
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            secured = "security" in operation
+            assert secured == (method in {"post", "patch", "delete"}), (method, path)
+            if method in {"post", "patch"}:
+                assert {"401", "413", "415", "422"} <= set(operation["responses"])
