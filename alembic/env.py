@@ -81,6 +81,23 @@ def process_revision_directives(context_, revision, directives) -> None:
         )
 
 
+def timeout_settings() -> tuple[int, int]:
+    """(lock_timeout, statement_timeout) in ms; the defaults when settings are incomplete."""
+    from pydantic import ValidationError
+
+    from src.config import Settings, get_settings
+
+    try:
+        settings = get_settings()
+    except ValidationError:  # offline SQL needs no database, hence no credentials
+        fields = Settings.model_fields
+        return (
+            fields["migration_lock_timeout_ms"].default,
+            fields["migration_statement_timeout_ms"].default,
+        )
+    return settings.migration_lock_timeout_ms, settings.migration_statement_timeout_ms
+
+
 def run_migrations_offline() -> None:
     """Emit SQL for review or a DBA (`alembic upgrade head --sql`); needs no database."""
     context.configure(
@@ -89,7 +106,11 @@ def run_migrations_offline() -> None:
         include_object=include_object,
         **COMPARE_OPTIONS,
     )
+    lock_ms, statement_ms = timeout_settings()
     with context.begin_transaction():
+        # The same limits as online runs, for whoever runs this SQL (and for squawk).
+        context.execute(f"SET lock_timeout = {lock_ms}")
+        context.execute(f"SET statement_timeout = {statement_ms}")
         context.run_migrations()
 
 
@@ -97,11 +118,14 @@ def run_with(connection: Connection) -> None:
     from src.config import get_settings
 
     settings = get_settings()
+    # A caller's open transaction (pytest-alembic) is theirs to commit or roll back.
+    external = connection.in_transaction()
     # Session-level, so every per-migration transaction is bounded; committed so that
     # Alembic starts its own transactions on a clean connection.
     connection.exec_driver_sql(f"SET lock_timeout = {settings.migration_lock_timeout_ms}")
     connection.exec_driver_sql(f"SET statement_timeout = {settings.migration_statement_timeout_ms}")
-    connection.commit()
+    if not external:
+        connection.commit()
     context.configure(
         connection=connection,
         include_object=include_object,
@@ -113,17 +137,21 @@ def run_with(connection: Connection) -> None:
 
 
 def run_migrations_online() -> None:
-    from src.migrate import migration_lock, sync_engine
+    from src.migrate import MigrationError, migration_lock, sync_engine
 
-    given = config.attributes.get("connection")  # pytest-alembic / programmatic callers
+    # Programmatic callers: a Connection, or an Engine / anything with .connect()
+    # (pytest-alembic passes its Engine, or a wrapper around its open connection).
+    given = config.attributes.get("connection")
     engine = given.engine if given is not None else sync_engine()
     try:
         with migration_lock(engine):
-            if given is not None:
+            if isinstance(given, Connection):
                 run_with(given)
             else:
-                with engine.connect() as connection:
+                with (given or engine).connect() as connection:
                     run_with(connection)
+    except MigrationError as exc:  # the lock wait ran out: one line, not a traceback
+        raise CommandError(str(exc)) from None
     except OperationalError as exc:
         if exc.connection_invalidated or "connect" not in str(exc.orig).lower():
             raise

@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -83,7 +84,10 @@ def upgrade(target: str = "head") -> str:
         ) from None
     if target == "head" and before == heads:
         return f"database already at head ({', '.join(sorted(heads))})"
-    command.upgrade(cfg, target)
+    try:
+        command.upgrade(cfg, target)
+    except CommandError as exc:  # e.g. env.py's lock wait ran out: one line, no traceback
+        raise MigrationError(str(exc)) from None
     with sync_engine().connect() as conn:
         after = current_revisions(conn)
     was = ", ".join(sorted(before)) or "empty"
