@@ -146,20 +146,22 @@ def describe_diff(diff: Any) -> str:
     if isinstance(diff, list):  # column modifications come grouped
         return "; ".join(describe_diff(d) for d in diff)
     kind, *rest = diff
+    if kind in {"add_column", "remove_column"} and len(rest) == 3:
+        _schema, table, column = rest
+        return f"{kind} {table}.{column.name}"
     if kind.startswith("modify_") and len(rest) >= 6:
         _schema, table, column, _info, old, new = rest[:6]
         return f"{kind} {table}.{column}: {old!r} -> {new!r}"
     words = []
-    for item in rest:
-        table = getattr(item, "table", None)
+    for item in rest:  # tables, indexes, constraints, foreign keys, ...
+        name = getattr(item, "name", None)
+        table = getattr(getattr(item, "table", None), "name", None)
         if isinstance(item, str):
             words.append(item)
-        elif getattr(item, "name", None) and getattr(table, "name", None):
-            words.append(f"{table.name}.{item.name}")
-        elif getattr(item, "name", None):
-            words.append(str(item.name))
-        elif getattr(table, "name", None):
-            words.append(f"{table.name} ({type(item).__name__})")
+        elif name and table:
+            words.append(f"{name} on {table}")
+        elif name or table:
+            words.append(str(name or f"{type(item).__name__} on {table}"))
     return f"{kind} {' '.join(words)}".strip()
 
 
@@ -205,7 +207,8 @@ def squawk_binary() -> str:
 def squawk_allowances(path: Path) -> dict[str, str]:
     """The revision file's `squawk_allow = {rule: reason}`, read without importing it."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    for node in tree.body:
+    found: dict[str, str] = {}
+    for node in tree.body:  # the last assignment wins, as when Python runs the file
         if isinstance(node, ast.Assign):
             targets, value_node = node.targets, node.value
         elif isinstance(node, ast.AnnAssign):
@@ -223,11 +226,11 @@ def squawk_allowances(path: Path) -> dict[str, str]:
             for rule, reason in value.items()
         ):
             raise CheckError(
-                f"{path.name}: {ALLOW_NAME} must be a literal dict of rule name -> "
-                'one-line reason, e.g. {"prefer-text-field": "why it is safe here"}'
+                f"{ALLOW_NAME} must be a literal dict of rule name -> one-line reason, "
+                'e.g. {"prefer-text-field": "why it is safe here"}'
             )
-        return value
-    return {}
+        found = value
+    return found
 
 
 def offline_sql(cfg: Config, revision: Script) -> str:
@@ -253,13 +256,13 @@ def run_squawk(sql: str, filename: str, exclude: list[str]) -> list[dict]:
         text=True,
         timeout=60,
     )
+    detail = (proc.stderr or proc.stdout).strip().splitlines()
+    if proc.returncode not in (0, 1):  # 1: it found problems; anything else: it could not run
+        raise CheckError(f"squawk failed: {detail[0] if detail else proc.returncode}")
     try:
         return json.loads(proc.stdout or "[]")
     except json.JSONDecodeError:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise CheckError(
-            f"squawk failed on {filename}: {detail[0] if detail else proc.returncode}"
-        ) from None
+        raise CheckError(f"squawk's output is not JSON: {detail[0] if detail else ''}") from None
 
 
 @dataclass
@@ -272,16 +275,23 @@ class RevisionLint:
 def lint_revision(cfg: Config, revision: Script) -> RevisionLint:
     result = RevisionLint(revision)
     rev, path = revision.revision, Path(revision.path)
-    where = f"squawk: {rev} ({path.name})"
+    where = f"squawk: {rev}"
     if isinstance(revision.down_revision, tuple | list):
         return result  # a merge point: no offline SQL range, and nothing of its own
     sql = offline_sql(cfg, revision)
     lines = sql.splitlines()
-    allow = squawk_allowances(path)
+    try:
+        allow = squawk_allowances(path)
+    except CheckError as exc:
+        result.problems.append(f"{where}: {exc}")
+        return result
     try:
         violations = run_squawk(sql, f"{rev}.sql", exclude=list(allow))
     except CheckError as exc:
-        raise CheckError(f"{where}: {ALLOW_NAME}: {exc}") from None
+        if not allow:
+            raise
+        result.problems.append(f"{where}: {exc} (is every rule in {ALLOW_NAME} spelt right?)")
+        return result
     for v in violations:
         line = v.get("line", 0)
         statement = lines[line].strip() if 0 <= line < len(lines) else ""
