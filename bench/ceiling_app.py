@@ -1,0 +1,99 @@
+"""The ceiling: the same two reads with nothing between Starlette and asyncpg.
+
+No SQLAlchemy, no FastAPI, no validation layer, no ETag: one asyncpg pool, one
+prepared SELECT per endpoint (asyncpg prepares and caches it per connection), rows
+straight to orjson. It answers `GET /country/{code}` and `GET /country?limit=&offset=`
+with the same bodies as the real app (bench/run.py checks that before loading it),
+so the ratio app/ceiling is the cost of the app's layers.
+
+Configured by the environment that bench/run.py passes to both servers: DATABASE_URL,
+and DB_POOL_SIZE + DB_MAX_OVERFLOW (the app's pool can grow to their sum, so can
+this one). CEILING_POOL_RESET=none skips asyncpg's reset query on release (a
+stricter ceiling: one round trip per request; safe here because these reads leave
+no session state behind).
+
+    DATABASE_URL=postgresql://... uvicorn bench.ceiling_app:app
+"""
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+COLUMNS = "alpha2, alpha3, numeric, name, official_name, created_at"
+BY_ALPHA2 = f"SELECT {COLUMNS} FROM country WHERE alpha2 = $1"
+BY_ALPHA3 = f"SELECT {COLUMNS} FROM country WHERE alpha3 = $1"
+PAGE = (
+    f"SELECT {COLUMNS}, count(*) OVER () AS total FROM country ORDER BY alpha2 LIMIT $1 OFFSET $2"
+)
+COUNT = "SELECT count(*) FROM country"
+JSON = "application/json"
+
+
+def _dsn() -> str:
+    url = os.environ["DATABASE_URL"]
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith("postgresql") else url
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Pool release without a reset query (asyncpg still rolls back open transactions)."""
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    size = int(os.environ.get("DB_POOL_SIZE", "10"))
+    overflow = int(os.environ.get("DB_MAX_OVERFLOW", "10"))
+    reset = _no_reset if os.environ.get("CEILING_POOL_RESET") == "none" else None
+    async with asyncpg.create_pool(
+        _dsn(), min_size=1, max_size=size + overflow, reset=reset
+    ) as pool:
+        app.state.pool = pool
+        yield
+
+
+def _json(content: object, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type=JSON)
+
+
+async def get_country(request: Request) -> Response:
+    code = request.path_params["code"].upper()
+    if len(code) not in (2, 3) or not code.isascii() or not code.isalpha():
+        return _json({"detail": "invalid code", "code": "validation_error"}, 422)
+    query = BY_ALPHA2 if len(code) == 2 else BY_ALPHA3
+    row = await request.app.state.pool.fetchrow(query, code)
+    if row is None:
+        return _json({"detail": f"country {code!r} not found", "code": "not_found"}, 404)
+    return _json(dict(row))
+
+
+async def list_countries(request: Request) -> Response:
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+        offset = int(request.query_params.get("offset", "0"))
+    except ValueError:
+        limit = offset = -1
+    if not (1 <= limit <= 250 and 0 <= offset < 2**31):
+        return _json({"detail": "bad limit or offset", "code": "validation_error"}, 422)
+    pool = request.app.state.pool
+    rows = await pool.fetch(PAGE, limit, offset)
+    total = rows[0]["total"] if rows else await pool.fetchval(COUNT)
+    items = [dict(row) for row in rows]
+    for item in items:
+        del item["total"]
+    return _json({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
+app = Starlette(
+    routes=[
+        Route("/country", list_countries),
+        Route("/country/{code}", get_country),
+    ],
+    lifespan=lifespan,
+)

@@ -1,0 +1,479 @@
+"""`pipenv run bench`: the real app against a raw ceiling, side by side, under wrk.
+
+1. Starts a throwaway embedded PostgreSQL (free port, temp folder) and migrates it with
+   the project's own runner (src.migrate), so it holds the real schema and ISO data.
+2. For each worker count, each round: serves the ceiling (bench/ceiling_app.py: Starlette
+   + asyncpg) and the real app (src.main:app), one after the other (the order alternates
+   between rounds), with identical uvicorn settings; checks both give the same bodies;
+   then loads `GET /country/{code}` (random alpha-2 codes, bench/paths.lua) and
+   `GET /country?limit=50` with wrk, each after a short discarded warm-up.
+3. Prints the median over the rounds of req/s, p50 and p99 and the ratio app/ceiling,
+   and writes everything (every round, the machine, the versions) to bench/results.json.
+
+Not a test: nothing here asserts timings. The server, PostgreSQL and wrk share the
+machine, so absolute numbers say little; the ratio measured side by side is the point.
+
+    pipenv run bench                                  # 15 s x 3 rounds, 1 and 2 workers
+    pipenv run bench --duration 5 --rounds 1 --workers 1   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from src import migrate
+from src.cli import CommandFailure, fail_on_errors
+from src.config import PROJECT_ROOT, get_settings
+from src.embedded_pg import EmbeddedPostgres, free_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+WRK_SCRIPT = BENCH_DIR / "paths.lua"
+DEFAULT_OUTPUT = BENCH_DIR / "results.json"
+WRK_MISSING = (
+    "wrk is not installed: apt-get install wrk (Debian/Ubuntu), brew install wrk (macOS), "
+    "or build https://github.com/wg/wrk"
+)
+
+TARGETS = {"ceiling": "bench.ceiling_app:app", "app": "src.main:app"}
+ENDPOINTS = {"get": "GET /country/{code}", "list": "GET /country?limit=50"}
+LIST_PATH = "/country?limit=50"
+RATIO_GOALS = {"get": 0.6, "list": 0.5}
+P99_GOAL_MS = 50.0
+# Identical for both servers. The log level only matters for warnings (none expected).
+UVICORN_FLAGS = (
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+)
+# Both servers must answer these identically (same query, same JSON) before being loaded.
+SAME_BODY_PATHS = (
+    "/country/GB",
+    "/country/gbr",
+    LIST_PATH,
+    "/country?limit=5&offset=245",
+    "/country?limit=5&offset=1000",
+)
+
+
+# --- the database --------------------------------------------------------------------
+
+
+def start_database(root: Path) -> EmbeddedPostgres:
+    """A throwaway cluster in `root`, reachable by the unprivileged user when run as root."""
+    root.chmod(0o755)
+    pg = EmbeddedPostgres(
+        data_dir=root / "data",
+        port=free_port(),
+        user="bench",
+        password=secrets.token_urlsafe(12),
+        database="countries_bench",
+    )
+    pg.start()
+    return pg
+
+
+def point_settings_at(pg: EmbeddedPostgres) -> dict[str, str]:
+    """The environment both servers (and src.migrate here) read their settings from."""
+    url = f"postgresql://{pg.user}:{pg.password}@{pg.host}:{pg.port}/{pg.database}"
+    env = {
+        "ENVIRONMENT": "test",
+        "API_KEY": secrets.token_urlsafe(24),
+        "DATABASE_URL": url,
+        "POSTGRES_USER": pg.user,
+        "POSTGRES_PASSWORD": pg.password,
+        "POSTGRES_DB": pg.database,
+        "POSTGRES_HOST": pg.host,
+        "POSTGRES_PORT": str(pg.port),
+    }
+    os.environ.update(env)
+    get_settings.cache_clear()
+    settings = get_settings()
+    # The ceiling sizes its asyncpg pool like the app's (DB_POOL_SIZE + DB_MAX_OVERFLOW).
+    env["DB_POOL_SIZE"] = str(settings.db_pool_size)
+    env["DB_MAX_OVERFLOW"] = str(settings.db_max_overflow)
+    os.environ.update(env)
+    return env
+
+
+def query_database(pg: EmbeddedPostgres) -> tuple[str, list[str]]:
+    """PostgreSQL's version and every alpha-2 code in the migrated data."""
+    conn = psycopg2.connect(
+        host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=pg.database
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            version = cur.fetchone()[0]
+            cur.execute("SELECT alpha2 FROM country ORDER BY alpha2")
+            codes = [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+    return version, codes
+
+
+# --- the servers ---------------------------------------------------------------------
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Server:
+    """`uvicorn <target>` on a free port, as its own process group; stopped on exit."""
+
+    target: str
+    workers: int
+    env: dict[str, str]
+    log_path: Path
+    port: int = 0
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            TARGETS[self.target],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            *UVICORN_FLAGS,
+        ]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                command,
+                cwd=PROJECT_ROOT,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_until_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:]
+                raise CommandFailure(f"{self.target} server exited: {' '.join(tail)}")
+            try:
+                if http_get(self.url + "/country/GB", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise CommandFailure(f"{self.target} server not ready after {timeout:g}s")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+# --- the load ------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    wrk: str
+    threads: int
+    connections: int
+
+    def run(self, url: str, paths: list[str], seconds: float) -> dict[str, float]:
+        command = [
+            self.wrk,
+            f"-t{self.threads}",
+            f"-c{self.connections}",
+            f"-d{seconds:g}s",
+            "-s",
+            str(WRK_SCRIPT),
+            url,
+            "--",
+            *paths,
+        ]
+        proc = subprocess.run(  # noqa: S603
+            command, capture_output=True, text=True, timeout=seconds + 60, check=False
+        )
+        line = next(
+            (line for line in proc.stdout.splitlines() if line.startswith("BENCH-RESULT ")), None
+        )
+        if proc.returncode != 0 or line is None:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+            raise CommandFailure(f"wrk failed on {url}: {' '.join(detail) or proc.returncode}")
+        raw = json.loads(line.removeprefix("BENCH-RESULT "))
+        return {
+            "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+            "p50_ms": raw["p50_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000,
+            "max_ms": raw["max_us"] / 1000,
+            "requests": raw["requests"],
+            # wrk counts status >= 400 here; these endpoints never answer 3xx without
+            # If-None-Match, so this is the count of non-2xx answers.
+            "non_2xx": raw["non_2xx_3xx"],
+            "socket_errors": raw["socket_errors"],
+        }
+
+
+def wrk_version(wrk: str) -> str:
+    proc = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)  # noqa: S603
+    first = (proc.stdout or proc.stderr).strip().splitlines()[:1]
+    return first[0].split(" Copyright")[0] if first else "unknown"
+
+
+def machine(pg_version: str, wrk: str) -> dict[str, Any]:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        cpuinfo = []
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
+    packages = ("fastapi", "starlette", "sqlalchemy", "asyncpg", "uvicorn", "uvloop", "orjson")
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu": cpu,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": pg_version,
+        "wrk": wrk_version(wrk),
+        "packages": {name: metadata.version(name) for name in packages},
+    }
+
+
+# --- the report ----------------------------------------------------------------------
+
+
+def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {
+        "rps": statistics.median(r["rps"] for r in rounds),
+        "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+        "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+        "non_2xx": sum(r["non_2xx"] for r in rounds),
+        "socket_errors": sum(r["socket_errors"] for r in rounds),
+    }
+
+
+def summarise(raw: dict[tuple[int, str, str], list[dict]]) -> list[dict[str, Any]]:
+    rows = []
+    for workers in sorted({key[0] for key in raw}):
+        for endpoint in ENDPOINTS:
+            app = median_of(raw[workers, endpoint, "app"])
+            ceiling = median_of(raw[workers, endpoint, "ceiling"])
+            ratio = app["rps"] / ceiling["rps"] if ceiling["rps"] else 0.0
+            met = (
+                ratio >= RATIO_GOALS[endpoint]
+                and app["p99_ms"] < P99_GOAL_MS
+                and app["non_2xx"] + app["socket_errors"] == 0
+            )
+            rows.append(
+                {
+                    "workers": workers,
+                    "endpoint": ENDPOINTS[endpoint],
+                    "app": app,
+                    "ceiling": ceiling,
+                    "ratio": ratio,
+                    "goal": RATIO_GOALS[endpoint],
+                    "goal_met": met,
+                }
+            )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| workers | endpoint | app req/s | app p50 / p99 | ceiling req/s "
+        "| ceiling p50 / p99 | app / ceiling | app non-2xx + errors |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        app, ceiling = row["app"], row["ceiling"]
+        verdict = "goal met" if row["goal_met"] else "goal missed"
+        lines.append(
+            f"| {row['workers']} | `{row['endpoint']}` | {app['rps']:,.0f} "
+            f"| {app['p50_ms']:.1f} / {app['p99_ms']:.1f} ms | {ceiling['rps']:,.0f} "
+            f"| {ceiling['p50_ms']:.1f} / {ceiling['p99_ms']:.1f} ms "
+            f"| **{row['ratio']:.2f}x** (≥ {row['goal']}: {verdict}) "
+            f"| {app['non_2xx'] + app['socket_errors']} |"
+        )
+    return "\n".join(lines)
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pipenv run bench",
+        description="The real app against a raw Starlette + asyncpg ceiling, under wrk.",
+    )
+    parser.add_argument("--duration", type=positive(float), default=15, help="seconds per load")
+    parser.add_argument("--rounds", type=positive(int), default=3, help="the median is reported")
+    parser.add_argument("--connections", type=positive(int), default=64, help="wrk -c")
+    parser.add_argument("--threads", type=positive(int), default=2, help="wrk -t")
+    parser.add_argument(
+        "--workers", type=positive(int), nargs="+", default=[1, 2], help="uvicorn --workers"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=3, help="discarded seconds of load before each load"
+    )
+    parser.add_argument(
+        "--ceiling-reset",
+        choices=["asyncpg", "none"],
+        default="asyncpg",
+        help="the ceiling pool's reset on release: asyncpg's default query, or none",
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results")
+    return parser.parse_args(argv)
+
+
+def check_same_bodies(url: str, reference: dict[str, Any], target: str) -> None:
+    for path in SAME_BODY_PATHS:
+        status, body = http_get(url + path)
+        if status != 200:
+            raise CommandFailure(f"{target} answered {status} to GET {path}")
+        answer = json.loads(body)
+        if reference.setdefault(path, answer) != answer:
+            raise CommandFailure(f"the app and the ceiling answer GET {path} differently")
+
+
+def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
+    load = Load(wrk, args.threads, args.connections)
+    with tempfile.TemporaryDirectory(prefix="country-bench-") as tmp:
+        root = Path(tmp)
+        pg = start_database(root)
+        try:
+            env = point_settings_at(pg)
+            env["CEILING_POOL_RESET"] = args.ceiling_reset
+            print(f"PostgreSQL on {pg.host}:{pg.port}: {migrate.upgrade()}", flush=True)
+            pg_version, codes = query_database(pg)
+            workloads = {"get": [f"/country/{code}" for code in codes], "list": [LIST_PATH]}
+            reference: dict[str, Any] = {}
+            raw: dict[tuple[int, str, str], list[dict]] = {}
+            started = time.monotonic()
+            for workers in args.workers:
+                for round_no in range(1, args.rounds + 1):
+                    order = list(TARGETS) if round_no % 2 else list(reversed(TARGETS))
+                    for target in order:
+                        log = root / f"{target}.log"
+                        with Server(target, workers, env, log) as server:
+                            check_same_bodies(server.url, reference, target)
+                            for endpoint, paths in workloads.items():
+                                if args.warmup > 0:
+                                    load.run(server.url, paths, args.warmup)
+                                result = load.run(server.url, paths, args.duration)
+                                raw.setdefault((workers, endpoint, target), []).append(result)
+                                print(
+                                    f"workers {workers}  round {round_no}/{args.rounds}  "
+                                    f"{target:<7}  {ENDPOINTS[endpoint]:<22} "
+                                    f"{result['rps']:>8,.0f} req/s  "
+                                    f"p50 {result['p50_ms']:5.1f} ms  "
+                                    f"p99 {result['p99_ms']:5.1f} ms  "
+                                    f"non-2xx {result['non_2xx']}  "
+                                    f"errors {result['socket_errors']}",
+                                    flush=True,
+                                )
+        finally:
+            pg.destroy()
+    return {
+        "machine": machine(pg_version, wrk),
+        "settings": {
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "wrk_threads": args.threads,
+            "warmup_s": args.warmup,
+            "workers": args.workers,
+            "uvicorn_flags": list(UVICORN_FLAGS),
+            "db_pool_size": int(env["DB_POOL_SIZE"]),
+            "db_max_overflow": int(env["DB_MAX_OVERFLOW"]),
+            "ceiling_pool_reset": args.ceiling_reset,
+            "elapsed_s": round(time.monotonic() - started),
+        },
+        "summary": summarise(raw),
+        "rounds": [
+            {"workers": w, "endpoint": ENDPOINTS[e], "target": t, "results": results}
+            for (w, e, t), results in raw.items()
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit(f"error: {WRK_MISSING}")
+    with fail_on_errors():
+        results = bench(args, wrk)
+        m = results["machine"]
+        print()
+        print(
+            f"{m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, "
+            f"PostgreSQL {m['postgresql']}, {m['wrk']}; wrk -t{args.threads} "
+            f"-c{args.connections} -d{args.duration:g}s, median of {args.rounds} round(s)"
+        )
+        print(table(results["summary"]))
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
