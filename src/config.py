@@ -92,6 +92,19 @@ class Settings(BaseSettings):
         return (self.sync_url.host or "localhost") in LOOPBACK_HOSTS
 
 
+def env_for_url(url: str) -> dict[str, str]:
+    """Environment variables that point Settings (and subprocesses) at one database."""
+    parsed = make_url(url)
+    return {
+        "DATABASE_URL": url,
+        "POSTGRES_USER": parsed.username or "",
+        "POSTGRES_PASSWORD": parsed.password or "",
+        "POSTGRES_DB": parsed.database or "",
+        "POSTGRES_HOST": parsed.host or "localhost",
+        "POSTGRES_PORT": str(parsed.port or 5432),
+    }
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()  # type: ignore[call-arg]  # values come from env/.env

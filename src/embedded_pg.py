@@ -13,11 +13,14 @@ import argparse
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +69,10 @@ class EmbeddedPostgres:
     password: str
     database: str
     host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
 
     @property
     def log_file(self) -> Path:
@@ -225,6 +232,38 @@ class EmbeddedPostgres:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.log_file.unlink(missing_ok=True)
+
+
+@contextmanager
+def traversable_tempdir(prefix: str = "country-pg-") -> Iterator[Path]:
+    """A temp folder the unprivileged server user can reach (mkdtemp's are 0700)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        Path(tmp).chmod(0o755)
+        yield Path(tmp)
+
+
+def cluster_in(root: Path, **overrides) -> EmbeddedPostgres:
+    """A not-yet-started cluster in `root` on a free port, with a random password."""
+    params = {
+        "data_dir": root / "data",
+        "port": free_port(),
+        "user": "test",
+        "password": secrets.token_urlsafe(12),
+        "database": "countries_test",
+    }
+    return EmbeddedPostgres(**(params | overrides))
+
+
+@contextmanager
+def throwaway(prefix: str = "country-pg-", **overrides) -> Iterator[EmbeddedPostgres]:
+    """A started cluster in a temp folder, stopped and deleted on exit (tests, gates, bench)."""
+    with traversable_tempdir(prefix) as root:
+        pg = cluster_in(root, **overrides)
+        try:
+            pg.start()
+            yield pg
+        finally:
+            pg.destroy()
 
 
 def from_settings() -> EmbeddedPostgres:

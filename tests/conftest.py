@@ -6,59 +6,24 @@ environment, which subprocesses (alembic CLI, src.start) inherit too.
 """
 
 import os
-import secrets
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from src.config import get_settings
-from src.embedded_pg import EmbeddedPostgres, free_port
-
-
-def make_cluster(root: Path, **overrides) -> EmbeddedPostgres:
-    """An embedded cluster in `root`, reachable by the unprivileged user when run as root."""
-    root.chmod(0o755)
-    params = {
-        "data_dir": root / "data",
-        "port": free_port(),
-        "user": "test",
-        "password": secrets.token_urlsafe(12),
-        "database": "countries_test",
-    }
-    return EmbeddedPostgres(**(params | overrides))
-
+from src.config import env_for_url, get_settings
+from src.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
 
 API_KEY = "test-api-key-0123456789"
 
 
 def point_settings_at(url: str) -> None:
-    parsed = make_url(url)
-    os.environ.update(
-        ENVIRONMENT="test",
-        API_KEY=API_KEY,
-        DATABASE_URL=url,
-        POSTGRES_USER=parsed.username or "",
-        POSTGRES_PASSWORD=parsed.password or "",
-        POSTGRES_DB=parsed.database or "",
-        POSTGRES_HOST=parsed.host or "localhost",
-        POSTGRES_PORT=str(parsed.port or 5432),
-    )
+    os.environ.update(env_for_url(url), ENVIRONMENT="test", API_KEY=API_KEY)
     get_settings.cache_clear()
-
-
-@contextmanager
-def traversable_tempdir() -> Iterator[Path]:
-    """A temp folder the unprivileged server user can reach (pytest's tmp_path is 0700)."""
-    with tempfile.TemporaryDirectory(prefix="country-cluster-") as tmp:
-        Path(tmp).chmod(0o755)
-        yield Path(tmp)
 
 
 @pytest.fixture
@@ -72,24 +37,13 @@ def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
     if os.environ.get("TEST_DATABASE_URL"):
         yield None
         return
-    with traversable_tempdir() as root:
-        pg = make_cluster(root)
-        pg.start()
-        try:
-            yield pg
-        finally:
-            pg.destroy()
+    with throwaway(prefix="country-tests-") as pg:
+        yield pg
 
 
 @pytest.fixture(scope="session")
 def database_url(pg_cluster: EmbeddedPostgres | None) -> str:
-    if pg_cluster is None:
-        url = os.environ["TEST_DATABASE_URL"]
-    else:
-        url = (
-            f"postgresql://{pg_cluster.user}:{pg_cluster.password}"
-            f"@{pg_cluster.host}:{pg_cluster.port}/{pg_cluster.database}"
-        )
+    url = os.environ["TEST_DATABASE_URL"] if pg_cluster is None else pg_cluster.url
     point_settings_at(url)
     return url
 

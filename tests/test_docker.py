@@ -27,9 +27,8 @@ import yaml
 from dotenv import dotenv_values
 
 from src.config import PROJECT_ROOT, Settings
-from src.embedded_pg import EmbeddedPostgres, bin_dir, free_port
+from src.embedded_pg import EmbeddedPostgres, bin_dir, cluster_in, free_port
 from src.migrate import alembic_config, head_revisions
-from tests.conftest import make_cluster
 
 VENV_BIN = Path(sys.executable).parent  # the container has /app/.venv/bin first on PATH
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -416,7 +415,7 @@ def on_port(argv: list[str], port: int) -> list[str]:
 
 
 def test_migrate_then_api_commands_run_as_compose_runs_them(services, cluster_root):
-    pg = make_cluster(cluster_root)
+    pg = cluster_in(cluster_root)
     pg.start()
     try:
         migrate = command_argv(services["migrate"]["command"])
@@ -473,7 +472,7 @@ def test_db_healthcheck_fails_on_the_init_servers_socket_and_passes_over_tcp(
 ):
     """The postgres image initialises through a temporary server on the unix socket only
     (listen_addresses=''); depending services must not start against that one."""
-    pg = make_cluster(cluster_root, user="alembic-stuff", database="alembic-stuff")
+    pg = cluster_in(cluster_root, user="alembic-stuff", database="alembic-stuff")
     argv = healthcheck_argv(services["db"]["healthcheck"]["test"])
     argv = [interpolate(re.sub(r"(-p\s*|--port[= ])5432\b", rf"\g<1>{pg.port}", a)) for a in argv]
     env = {

@@ -7,8 +7,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from src.embedded_pg import EmbeddedPgError, bin_dir, port_in_use
-from tests.conftest import make_cluster
+from src.embedded_pg import EmbeddedPgError, bin_dir, cluster_in, port_in_use
 
 
 def test_binaries_come_from_the_wheel_only():
@@ -18,7 +17,7 @@ def test_binaries_come_from_the_wheel_only():
 
 
 def test_cluster_lifecycle(cluster_root: Path):
-    pg = make_cluster(cluster_root, database="fresh-db")
+    pg = cluster_in(cluster_root, database="fresh-db")
     assert pg.start() is True
     try:
         assert pg.start() is False  # idempotent
@@ -48,7 +47,7 @@ def test_port_taken_by_something_else_is_one_clear_line(cluster_root: Path):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        pg = make_cluster(cluster_root, port=squatter.getsockname()[1])
+        pg = cluster_in(cluster_root, port=squatter.getsockname()[1])
         with pytest.raises(EmbeddedPgError, match="taken by something that is not"):
             pg.start()
     assert not pg.initialized

@@ -22,9 +22,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from src.config import PROJECT_ROOT
-from src.embedded_pg import free_port
-from tests.conftest import make_cluster, traversable_tempdir
+from src.config import PROJECT_ROOT, env_for_url
+from src.embedded_pg import EmbeddedPostgres, free_port, throwaway
 
 API_KEY = "schemathesis-key-0123456789"
 CHECKS = [
@@ -38,29 +37,27 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[str]:
     """uvicorn on a fresh, migrated cluster: the fuzzer's writes touch nothing else."""
-    with traversable_tempdir() as root:
-        yield from serve_on_fresh_cluster(root)
+    with throwaway(prefix="schemathesis-") as pg:
+        yield from serve(pg)
 
 
-def serve_on_fresh_cluster(root) -> Iterator[str]:
-    pg = make_cluster(root)
-    pg.start()
+def serve(pg: EmbeddedPostgres) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgresql://{pg.user}:{pg.password}@127.0.0.1:{pg.port}/{pg.database}",
+        **env_for_url(pg.url),
         "ENVIRONMENT": "test",
         "API_KEY": API_KEY,
     }
+    subprocess.run([sys.executable, "-m", "src.migrate"], cwd=PROJECT_ROOT, env=env, check=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        subprocess.run([sys.executable, "-m", "src.migrate"], cwd=PROJECT_ROOT, env=env, check=True)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
@@ -69,10 +66,9 @@ def serve_on_fresh_cluster(root) -> Iterator[str]:
             except httpx.TransportError:
                 time.sleep(0.1)
         yield base
+    finally:
         server.terminate()
         server.wait(30)
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture(scope="module")
