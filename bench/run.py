@@ -42,7 +42,7 @@ import psycopg2
 
 from src import migrate
 from src.cli import CommandFailure, fail_on_errors
-from src.config import PROJECT_ROOT, get_settings
+from src.config import PROJECT_ROOT, Settings, get_settings
 from src.embedded_pg import EmbeddedPostgres, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -95,8 +95,12 @@ def start_database(root: Path) -> EmbeddedPostgres:
     return pg
 
 
-def point_settings_at(pg: EmbeddedPostgres) -> dict[str, str]:
-    """The environment both servers (and src.migrate here) read their settings from."""
+def point_settings_at(pg: EmbeddedPostgres, pool_size: int, max_overflow: int) -> dict[str, str]:
+    """The environment both servers (and src.migrate here) read their settings from.
+
+    The pool is set explicitly (not from a local .env) so that runs compare; the ceiling
+    sizes its asyncpg pool like the app's: it may open DB_POOL_SIZE + DB_MAX_OVERFLOW.
+    """
     url = f"postgresql://{pg.user}:{pg.password}@{pg.host}:{pg.port}/{pg.database}"
     env = {
         "ENVIRONMENT": "test",
@@ -107,14 +111,11 @@ def point_settings_at(pg: EmbeddedPostgres) -> dict[str, str]:
         "POSTGRES_DB": pg.database,
         "POSTGRES_HOST": pg.host,
         "POSTGRES_PORT": str(pg.port),
+        "DB_POOL_SIZE": str(pool_size),
+        "DB_MAX_OVERFLOW": str(max_overflow),
     }
     os.environ.update(env)
     get_settings.cache_clear()
-    settings = get_settings()
-    # The ceiling sizes its asyncpg pool like the app's (DB_POOL_SIZE + DB_MAX_OVERFLOW).
-    env["DB_POOL_SIZE"] = str(settings.db_pool_size)
-    env["DB_MAX_OVERFLOW"] = str(settings.db_max_overflow)
-    os.environ.update(env)
     return env
 
 
@@ -379,6 +380,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="asyncpg",
         help="the ceiling pool's reset on release: asyncpg's default query, or none",
     )
+    defaults = Settings.model_fields
+    parser.add_argument(
+        "--pool-size",
+        type=positive(int),
+        default=defaults["db_pool_size"].default,
+        help="DB_POOL_SIZE for the app (default: the app's default, not .env)",
+    )
+    parser.add_argument(
+        "--max-overflow",
+        type=int,
+        default=defaults["db_max_overflow"].default,
+        help="DB_MAX_OVERFLOW for the app (default: the app's default, not .env)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results")
     return parser.parse_args(argv)
 
@@ -399,7 +413,7 @@ def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
         root = Path(tmp)
         pg = start_database(root)
         try:
-            env = point_settings_at(pg)
+            env = point_settings_at(pg, args.pool_size, args.max_overflow)
             env["CEILING_POOL_RESET"] = args.ceiling_reset
             print(f"PostgreSQL on {pg.host}:{pg.port}: {migrate.upgrade()}", flush=True)
             pg_version, codes = query_database(pg)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from src import errors
 from src.cli import settings_error_line
 from src.config import Settings, get_settings
-from src.db import create_engine, create_sessionmaker
+from src.db import create_engine, create_gate, create_sessionmaker, transactional
 from src.middleware import BodyGuard
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
@@ -20,8 +20,11 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
+        # One pool: reads use it as is (autocommit), writes and sessions in transactions.
+        app.state.read_engine = engine
+        app.state.engine = transactional(engine)
+        app.state.sessionmaker = create_sessionmaker(app.state.engine)
+        app.state.gate = create_gate(settings)
         app.state.code_heads = head_revisions(alembic_config())
         try:
             yield

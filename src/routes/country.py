@@ -1,18 +1,21 @@
 """The /country resource: ISO 3166-1 countries and their ISO 3166-2 subdivisions.
 
-Reads select columns with SQLAlchemy Core and serialise rows once (src.responses);
-writes let the database's unique constraints decide conflicts, so concurrent requests
-cannot both win.
+Reads select columns with SQLAlchemy Core on autocommit connections (src.db) and
+serialise rows once (src.responses). Their statements are built once, at import, with
+bound parameters: per request SQLAlchemy only looks their compiled form up in its cache
+and asyncpg reuses the statement it prepared on that connection. Writes run in a
+transaction and let the database's unique constraints decide conflicts, so concurrent
+requests cannot both win.
 """
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from src.db import ConnectionDep
+from src.db import ConnectionDep, WriteConnectionDep
 from src.errors import ErrorBody
 from src.models import Country, Subdivision
 from src.responses import json_with_etag
@@ -37,6 +40,34 @@ COUNTRY_COLUMNS = (
     Country.official_name,
     Country.created_at,
 )
+
+
+def paged(stmt: Select) -> Select:
+    """`stmt` a page at a time (bound :limit and :offset), plus count(*) OVER () for the total."""
+    return (
+        stmt.add_columns(func.count().over()).limit(bindparam("limit")).offset(bindparam("offset"))
+    )
+
+
+# The read statements, by code length (alpha-2 or alpha-3); values are bound per request.
+_CODE_MATCH = {2: Country.alpha2 == bindparam("code"), 3: Country.alpha3 == bindparam("code")}
+COUNTRY_BY_CODE = {n: select(*COUNTRY_COLUMNS).where(m) for n, m in _CODE_MATCH.items()}
+COUNTRY_ID_BY_CODE = {n: select(Country.id).where(m) for n, m in _CODE_MATCH.items()}
+COUNTRY_PAGE = paged(select(*COUNTRY_COLUMNS).order_by(Country.alpha2))
+COUNTRY_COUNT = select(func.count()).select_from(Country)
+_parent = aliased(Subdivision)
+SUBDIVISION_PAGE = paged(
+    select(Subdivision.code, Subdivision.name, Subdivision.type, _parent.code.label("parent_code"))
+    .outerjoin(_parent, Subdivision.parent_id == _parent.id)
+    .where(Subdivision.country_id == bindparam("country_id"))
+    .order_by(Subdivision.code)
+)
+SUBDIVISION_COUNT = (
+    select(func.count())
+    .select_from(Subdivision)
+    .where(Subdivision.country_id == bindparam("country_id"))
+)
+
 ETAG_HEADER = {"ETag": {"description": "Strong validator; send it back in If-None-Match"}}
 NOT_MODIFIED = {304: {"description": "Not modified: the If-None-Match ETag still matches"}}
 
@@ -80,12 +111,13 @@ def conflict(exc: IntegrityError, values: dict[str, Any]) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail)
 
 
-async def page_of(conn: ConnectionDep, stmt, count_stmt, limit: int, offset: int) -> dict:
-    """One round trip: the rows plus count(*) OVER () for the total."""
-    rows = (
-        await conn.execute(stmt.add_columns(func.count().over()).limit(limit).offset(offset))
-    ).all()
-    total = rows[0][-1] if rows else await conn.scalar(count_stmt)
+async def page_of(
+    conn: ConnectionDep, stmt: Select, count_stmt: Select, params: dict, limit: int, offset: int
+) -> dict:
+    """One round trip for a `paged()` statement: the rows and the total (a second query
+    only when the page is empty)."""
+    rows = (await conn.execute(stmt, {**params, "limit": limit, "offset": offset})).all()
+    total = rows[0][-1] if rows else await conn.scalar(count_stmt, params)
     return {
         "items": [dict(zip(row._fields[:-1], row[:-1], strict=True)) for row in rows],
         "total": total,
@@ -111,10 +143,11 @@ async def list_countries(
     q: Annotated[SearchText | None, Query(description="case-insensitive name filter")] = None,
 ) -> Response:
     """Countries ordered by alpha-2 code, a page at a time."""
-    match = Country.name.icontains(q, autoescape=True) if q else True
-    stmt = select(*COUNTRY_COLUMNS).where(match).order_by(Country.alpha2)
-    count = select(func.count()).select_from(Country).where(match)
-    return json_with_etag(request, await page_of(conn, stmt, count, limit, offset))
+    stmt, count = COUNTRY_PAGE, COUNTRY_COUNT
+    if q:  # autoescape needs the text itself, so this filter is built per request
+        match = Country.name.icontains(q, autoescape=True)
+        stmt, count = stmt.where(match), count.where(match)
+    return json_with_etag(request, await page_of(conn, stmt, count, {}, limit, offset))
 
 
 @router.get(
@@ -128,7 +161,8 @@ async def list_countries(
 )
 async def get_country(request: Request, conn: ConnectionDep, code: Code) -> Response:
     """One country by alpha-2 or alpha-3 code."""
-    row = (await conn.execute(select(*COUNTRY_COLUMNS).where(by_code(code)))).first()
+    code = code.upper()
+    row = (await conn.execute(COUNTRY_BY_CODE[len(code)], {"code": code})).first()
     if row is None:
         raise not_found(code)
     return json_with_etag(request, row._asdict())
@@ -147,22 +181,13 @@ async def list_subdivisions(
     request: Request, conn: ConnectionDep, code: Code, limit: Limit = 50, offset: Offset = 0
 ) -> Response:
     """A country's ISO 3166-2 subdivisions ordered by code, with their parent's code."""
-    country_id = await conn.scalar(select(Country.id).where(by_code(code)))
+    code = code.upper()
+    country_id = await conn.scalar(COUNTRY_ID_BY_CODE[len(code)], {"code": code})
     if country_id is None:
         raise not_found(code)
-    parent = aliased(Subdivision)
-    stmt = (
-        select(
-            Subdivision.code, Subdivision.name, Subdivision.type, parent.code.label("parent_code")
-        )
-        .outerjoin(parent, Subdivision.parent_id == parent.id)
-        .where(Subdivision.country_id == country_id)
-        .order_by(Subdivision.code)
-    )
-    count = (
-        select(func.count()).select_from(Subdivision).where(Subdivision.country_id == country_id)
-    )
-    return json_with_etag(request, await page_of(conn, stmt, count, limit, offset))
+    params = {"country_id": country_id}
+    page = await page_of(conn, SUBDIVISION_PAGE, SUBDIVISION_COUNT, params, limit, offset)
+    return json_with_etag(request, page)
 
 
 @router.post(
@@ -175,7 +200,9 @@ async def list_subdivisions(
         **errors(401, 409, 413, 415, 422),
     },
 )
-async def create_country(request: Request, body: CountryCreate, conn: ConnectionDep) -> Response:
+async def create_country(
+    request: Request, body: CountryCreate, conn: WriteConnectionDep
+) -> Response:
     """Create a country. Requires X-API-Key."""
     values = body.model_dump()
     try:
@@ -196,7 +223,7 @@ async def create_country(request: Request, body: CountryCreate, conn: Connection
     dependencies=[WriteAccess],
     responses=errors(401, 404, 409, 413, 415, 422),
 )
-async def update_country(code: Code, body: CountryUpdate, conn: ConnectionDep) -> Response:
+async def update_country(code: Code, body: CountryUpdate, conn: WriteConnectionDep) -> Response:
     """Change the fields sent (JSON merge-patch style). Requires X-API-Key."""
     values = body.model_dump(exclude_unset=True)
     if not values:
@@ -230,7 +257,7 @@ async def update_country(code: Code, body: CountryUpdate, conn: ConnectionDep) -
     dependencies=[WriteAccess],
     responses=errors(401, 404, 422),
 )
-async def delete_country(code: Code, conn: ConnectionDep) -> Response:
+async def delete_country(code: Code, conn: WriteConnectionDep) -> Response:
     """Delete a country and its subdivisions. Requires X-API-Key."""
     deleted = (
         await conn.execute(delete(Country).where(by_code(code)).returning(Country.id))
