@@ -29,7 +29,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,8 +41,8 @@ import psycopg2
 
 from src import migrate
 from src.cli import CommandFailure, fail_on_errors
-from src.config import PROJECT_ROOT, Settings, get_settings
-from src.embedded_pg import EmbeddedPostgres, free_port
+from src.config import PROJECT_ROOT, Settings, env_for_url, get_settings
+from src.embedded_pg import EmbeddedPostgres, free_port, throwaway
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPT = BENCH_DIR / "paths.lua"
@@ -81,36 +80,16 @@ SAME_BODY_PATHS = (
 # --- the database --------------------------------------------------------------------
 
 
-def start_database(root: Path) -> EmbeddedPostgres:
-    """A throwaway cluster in `root`, reachable by the unprivileged user when run as root."""
-    root.chmod(0o755)
-    pg = EmbeddedPostgres(
-        data_dir=root / "data",
-        port=free_port(),
-        user="bench",
-        password=secrets.token_urlsafe(12),
-        database="countries_bench",
-    )
-    pg.start()
-    return pg
-
-
 def point_settings_at(pg: EmbeddedPostgres, pool_size: int, max_overflow: int) -> dict[str, str]:
     """The environment both servers (and src.migrate here) read their settings from.
 
     The pool is set explicitly (not from a local .env) so that runs compare; the ceiling
     sizes its asyncpg pool like the app's: it may open DB_POOL_SIZE + DB_MAX_OVERFLOW.
     """
-    url = f"postgresql://{pg.user}:{pg.password}@{pg.host}:{pg.port}/{pg.database}"
     env = {
+        **env_for_url(pg.url),
         "ENVIRONMENT": "test",
         "API_KEY": secrets.token_urlsafe(24),
-        "DATABASE_URL": url,
-        "POSTGRES_USER": pg.user,
-        "POSTGRES_PASSWORD": pg.password,
-        "POSTGRES_DB": pg.database,
-        "POSTGRES_HOST": pg.host,
-        "POSTGRES_PORT": str(pg.port),
         "DB_POOL_SIZE": str(pool_size),
         "DB_MAX_OVERFLOW": str(max_overflow),
     }
@@ -407,44 +386,51 @@ def check_same_bodies(url: str, reference: dict[str, Any], target: str) -> None:
             raise CommandFailure(f"the app and the ceiling answer GET {path} differently")
 
 
+def one_round(
+    args: argparse.Namespace,
+    load: Load,
+    env: dict[str, str],
+    workloads: dict[str, list[str]],
+    workers: int,
+    round_no: int,
+    logs: Path,
+    reference: dict[str, Any],
+    raw: dict[tuple[int, str, str], list[dict]],
+) -> None:
+    """Both servers, one after the other (the order alternates between rounds)."""
+    order = list(TARGETS) if round_no % 2 else list(reversed(TARGETS))
+    for target in order:
+        with Server(target, workers, env, logs / f"{target}.log") as server:
+            check_same_bodies(server.url, reference, target)
+            for endpoint, paths in workloads.items():
+                if args.warmup > 0:
+                    load.run(server.url, paths, args.warmup)
+                result = load.run(server.url, paths, args.duration)
+                raw.setdefault((workers, endpoint, target), []).append(result)
+                print(
+                    f"workers {workers}  round {round_no}/{args.rounds}  {target:<7}  "
+                    f"{ENDPOINTS[endpoint]:<22} {result['rps']:>8,.0f} req/s  "
+                    f"p50 {result['p50_ms']:5.1f} ms  p99 {result['p99_ms']:5.1f} ms  "
+                    f"non-2xx {result['non_2xx']}  errors {result['socket_errors']}",
+                    flush=True,
+                )
+
+
 def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
     load = Load(wrk, args.threads, args.connections)
-    with tempfile.TemporaryDirectory(prefix="country-bench-") as tmp:
-        root = Path(tmp)
-        pg = start_database(root)
-        try:
-            env = point_settings_at(pg, args.pool_size, args.max_overflow)
-            env["CEILING_POOL_RESET"] = args.ceiling_reset
-            print(f"PostgreSQL on {pg.host}:{pg.port}: {migrate.upgrade()}", flush=True)
-            pg_version, codes = query_database(pg)
-            workloads = {"get": [f"/country/{code}" for code in codes], "list": [LIST_PATH]}
-            reference: dict[str, Any] = {}
-            raw: dict[tuple[int, str, str], list[dict]] = {}
-            started = time.monotonic()
-            for workers in args.workers:
-                for round_no in range(1, args.rounds + 1):
-                    order = list(TARGETS) if round_no % 2 else list(reversed(TARGETS))
-                    for target in order:
-                        log = root / f"{target}.log"
-                        with Server(target, workers, env, log) as server:
-                            check_same_bodies(server.url, reference, target)
-                            for endpoint, paths in workloads.items():
-                                if args.warmup > 0:
-                                    load.run(server.url, paths, args.warmup)
-                                result = load.run(server.url, paths, args.duration)
-                                raw.setdefault((workers, endpoint, target), []).append(result)
-                                print(
-                                    f"workers {workers}  round {round_no}/{args.rounds}  "
-                                    f"{target:<7}  {ENDPOINTS[endpoint]:<22} "
-                                    f"{result['rps']:>8,.0f} req/s  "
-                                    f"p50 {result['p50_ms']:5.1f} ms  "
-                                    f"p99 {result['p99_ms']:5.1f} ms  "
-                                    f"non-2xx {result['non_2xx']}  "
-                                    f"errors {result['socket_errors']}",
-                                    flush=True,
-                                )
-        finally:
-            pg.destroy()
+    raw: dict[tuple[int, str, str], list[dict]] = {}
+    started = time.monotonic()
+    with throwaway("country-bench-", user="bench", database="countries_bench") as pg:
+        env = point_settings_at(pg, args.pool_size, args.max_overflow)
+        env["CEILING_POOL_RESET"] = args.ceiling_reset
+        print(f"PostgreSQL on {pg.host}:{pg.port}: {migrate.upgrade()}", flush=True)
+        pg_version, codes = query_database(pg)
+        workloads = {"get": [f"/country/{code}" for code in codes], "list": [LIST_PATH]}
+        reference: dict[str, Any] = {}
+        for workers in args.workers:
+            for round_no in range(1, args.rounds + 1):
+                logs = pg.data_dir.parent
+                one_round(args, load, env, workloads, workers, round_no, logs, reference, raw)
     return {
         "machine": machine(pg_version, wrk),
         "settings": {
