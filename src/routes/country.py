@@ -13,9 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from src.db import ConnectionDep, WriteConnectionDep
+from src.db import reading, writing
 from src.errors import ErrorBody
 from src.models import Country, Subdivision
 from src.responses import json_with_etag
@@ -112,14 +113,16 @@ def conflict(exc: IntegrityError, values: dict[str, Any]) -> HTTPException:
 
 
 async def page_of(
-    conn: ConnectionDep, stmt: Select, count_stmt: Select, params: dict, limit: int, offset: int
+    conn: AsyncConnection, stmt: Select, count_stmt: Select, params: dict, limit: int, offset: int
 ) -> dict:
     """One round trip for a `paged()` statement: the rows and the total (a second query
     only when the page is empty)."""
-    rows = (await conn.execute(stmt, {**params, "limit": limit, "offset": offset})).all()
+    result = await conn.execute(stmt, {**params, "limit": limit, "offset": offset})
+    fields = tuple(result.keys())[:-1]  # zip() below stops there: the total is left out
+    rows = result.all()
     total = rows[0][-1] if rows else await conn.scalar(count_stmt, params)
     return {
-        "items": [dict(zip(row._fields[:-1], row[:-1], strict=True)) for row in rows],
+        "items": [dict(zip(fields, row)) for row in rows],  # noqa: B905
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -137,7 +140,6 @@ async def page_of(
 )
 async def list_countries(
     request: Request,
-    conn: ConnectionDep,
     limit: Limit = 50,
     offset: Offset = 0,
     q: Annotated[SearchText | None, Query(description="case-insensitive name filter")] = None,
@@ -147,7 +149,9 @@ async def list_countries(
     if q:  # autoescape needs the text itself, so this filter is built per request
         match = Country.name.icontains(q, autoescape=True)
         stmt, count = stmt.where(match), count.where(match)
-    return json_with_etag(request, await page_of(conn, stmt, count, {}, limit, offset))
+    async with reading(request) as conn:
+        page = await page_of(conn, stmt, count, {}, limit, offset)
+    return json_with_etag(request, page)
 
 
 @router.get(
@@ -159,10 +163,11 @@ async def list_countries(
         **errors(404, 422),
     },
 )
-async def get_country(request: Request, conn: ConnectionDep, code: Code) -> Response:
+async def get_country(request: Request, code: Code) -> Response:
     """One country by alpha-2 or alpha-3 code."""
     code = code.upper()
-    row = (await conn.execute(COUNTRY_BY_CODE[len(code)], {"code": code})).first()
+    async with reading(request) as conn:
+        row = (await conn.execute(COUNTRY_BY_CODE[len(code)], {"code": code})).first()
     if row is None:
         raise not_found(code)
     return json_with_etag(request, row._asdict())
@@ -178,15 +183,16 @@ async def get_country(request: Request, conn: ConnectionDep, code: Code) -> Resp
     },
 )
 async def list_subdivisions(
-    request: Request, conn: ConnectionDep, code: Code, limit: Limit = 50, offset: Offset = 0
+    request: Request, code: Code, limit: Limit = 50, offset: Offset = 0
 ) -> Response:
     """A country's ISO 3166-2 subdivisions ordered by code, with their parent's code."""
     code = code.upper()
-    country_id = await conn.scalar(COUNTRY_ID_BY_CODE[len(code)], {"code": code})
-    if country_id is None:
-        raise not_found(code)
-    params = {"country_id": country_id}
-    page = await page_of(conn, SUBDIVISION_PAGE, SUBDIVISION_COUNT, params, limit, offset)
+    async with reading(request) as conn:
+        country_id = await conn.scalar(COUNTRY_ID_BY_CODE[len(code)], {"code": code})
+        if country_id is None:
+            raise not_found(code)
+        params = {"country_id": country_id}
+        page = await page_of(conn, SUBDIVISION_PAGE, SUBDIVISION_COUNT, params, limit, offset)
     return json_with_etag(request, page)
 
 
@@ -200,17 +206,17 @@ async def list_subdivisions(
         **errors(401, 409, 413, 415, 422),
     },
 )
-async def create_country(
-    request: Request, body: CountryCreate, conn: WriteConnectionDep
-) -> Response:
+async def create_country(request: Request, body: CountryCreate) -> Response:
     """Create a country. Requires X-API-Key."""
     values = body.model_dump()
-    try:
-        row = (await conn.execute(insert(Country).values(values).returning(*COUNTRY_COLUMNS))).one()
-        await conn.commit()
-    except IntegrityError as exc:
-        await conn.rollback()
-        raise conflict(exc, values) from None
+    stmt = insert(Country).values(values).returning(*COUNTRY_COLUMNS)
+    async with writing(request) as conn:
+        try:
+            row = (await conn.execute(stmt)).one()
+            await conn.commit()
+        except IntegrityError as exc:
+            await conn.rollback()
+            raise conflict(exc, values) from None
     response = json_with_etag(request, row._asdict(), {"Location": f"/country/{row.alpha2}"})
     response.status_code = status.HTTP_201_CREATED
     return response
@@ -223,7 +229,7 @@ async def create_country(
     dependencies=[WriteAccess],
     responses=errors(401, 404, 409, 413, 415, 422),
 )
-async def update_country(code: Code, body: CountryUpdate, conn: WriteConnectionDep) -> Response:
+async def update_country(request: Request, code: Code, body: CountryUpdate) -> Response:
     """Change the fields sent (JSON merge-patch style). Requires X-API-Key."""
     values = body.model_dump(exclude_unset=True)
     if not values:
@@ -233,16 +239,14 @@ async def update_country(code: Code, body: CountryUpdate, conn: WriteConnectionD
     )
     if required_nulls:
         raise HTTPException(422, f"{', '.join(required_nulls)} cannot be null")
-    try:
-        row = (
-            await conn.execute(
-                update(Country).where(by_code(code)).values(values).returning(Country.alpha2)
-            )
-        ).first()
-        await conn.commit()
-    except IntegrityError as exc:
-        await conn.rollback()
-        raise conflict(exc, values) from None
+    stmt = update(Country).where(by_code(code)).values(values).returning(Country.alpha2)
+    async with writing(request) as conn:
+        try:
+            row = (await conn.execute(stmt)).first()
+            await conn.commit()
+        except IntegrityError as exc:
+            await conn.rollback()
+            raise conflict(exc, values) from None
     if row is None:
         raise not_found(code)
     return Response(
@@ -257,12 +261,13 @@ async def update_country(code: Code, body: CountryUpdate, conn: WriteConnectionD
     dependencies=[WriteAccess],
     responses=errors(401, 404, 422),
 )
-async def delete_country(code: Code, conn: WriteConnectionDep) -> Response:
+async def delete_country(request: Request, code: Code) -> Response:
     """Delete a country and its subdivisions. Requires X-API-Key."""
-    deleted = (
-        await conn.execute(delete(Country).where(by_code(code)).returning(Country.id))
-    ).first()
-    await conn.commit()
+    async with writing(request) as conn:
+        deleted = (
+            await conn.execute(delete(Country).where(by_code(code)).returning(Country.id))
+        ).first()
+        await conn.commit()
     if deleted is None:
         raise not_found(code)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
