@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # The app's connection pool (per process).
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    # Ping each pooled connection (one round trip) before a request uses it.
+    db_pool_pre_ping: bool = True
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8765, ge=1, le=65535)

@@ -22,6 +22,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -63,18 +65,29 @@ class ConnectionGate:
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """The pool, in autocommit: read through this engine, write through `transactional()`."""
-    return create_async_engine(
+    engine = create_async_engine(
         settings.async_url,
         isolation_level="AUTOCOMMIT",
         # After a database restart, stale pooled connections are replaced
-        # transparently instead of failing the next request.
-        pool_pre_ping=True,
+        # transparently instead of failing the next request: by a ping (a round trip)
+        # or, without it, by `_replace_if_closed` (none).
+        pool_pre_ping=settings.db_pool_pre_ping,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=POOL_TIMEOUT_SECONDS,
         # Fail fast (then 503) rather than hang when the database is unreachable.
         connect_args={"timeout": 5, "command_timeout": 30},
     )
+    event.listen(engine.sync_engine, "checkout", _replace_if_closed)
+    return engine
+
+
+def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) -> None:
+    """A connection the server closed (restart, crash, pg_terminate_backend, idle timeout)
+    is already known to asyncpg as closed, since the event loop reads its socket all the
+    time; the pool replaces it before use, no round trip needed."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("connection closed by the server")
 
 
 def transactional(engine: AsyncEngine) -> AsyncEngine:
