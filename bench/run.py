@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -267,6 +268,108 @@ def machine(pg_version: str, wrk: str) -> dict[str, Any]:
     }
 
 
+# --- the profile ---------------------------------------------------------------------
+
+
+def package_of(frame: str) -> str:
+    """`func (/full/path.py:line)` → where that code comes from: a package, the app, the
+    standard library, the event loop (uvloop's C loop, I/O system calls), or native code
+    py-spy saw no Python frame for (a process/thread root as the leaf)."""
+    function, _, path = frame.rpartition(" (")
+    if not function or frame.startswith(("process ", "thread ")):
+        return "native (no Python frame)"
+    if function == "Runner.run":  # asyncio.run → uvloop's run_forever, in C
+        return "event loop (uvloop, I/O)"
+    if "/site-packages/" in path:
+        return path.split("/site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if path.startswith(str(PROJECT_ROOT)):
+        return "app (src/)"
+    return "stdlib"
+
+
+def summarise_profile(folded: dict[str, int]) -> dict[str, Any]:
+    """Self time by package and the functions with the most self time, from py-spy's
+    folded stacks (the leaf frame is where the time went; C code run by a Python frame,
+    e.g. asyncpg's Cython protocol or a greenlet switch, counts as that frame's)."""
+    total = sum(folded.values()) or 1
+    by_package: dict[str, int] = {}
+    by_function: dict[str, int] = {}
+    for stack, count in folded.items():
+        leaf = stack.rpartition(";")[2].strip()
+        package = package_of(leaf)
+        by_package[package] = by_package.get(package, 0) + count
+        if not package.startswith("native"):
+            name = leaf.replace(f"{PROJECT_ROOT}/", "").replace("/.venv/lib/", "/")
+            name = re.sub(r"\(.*/site-packages/", "(", name)
+            by_function[name] = by_function.get(name, 0) + count
+
+    def share(counts: dict[str, int], n: int) -> dict[str, float]:
+        top = sorted(counts.items(), key=lambda item: -item[1])[:n]
+        return {name: round(100 * count / total, 1) for name, count in top}
+
+    return {
+        "samples": total,
+        "self_percent_by_package": share(by_package, 20),
+        "self_percent_top_functions": share(by_function, 15),
+        "folded": folded,
+    }
+
+
+def profile_app(
+    args: argparse.Namespace,
+    load: Load,
+    env: dict[str, str],
+    workloads: dict[str, list[str]],
+    logs: Path,
+) -> dict[str, Any]:
+    """py-spy on the app under the same load, after (and not counted in) the rounds."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        raise CommandFailure("py-spy is not installed: pipenv run setup (it is a dev package)")
+    profiles = {}
+    workers = args.workers[0]
+    with Server("app", workers, env, logs / "app-profile.log") as server:
+        for endpoint, paths in workloads.items():
+            load.run(server.url, paths, max(args.warmup, 1))
+            out = logs / f"profile-{endpoint}.txt"
+            seconds = max(int(args.duration) - 1, 1)
+            command = [py_spy, "record", "--pid", str(server.proc.pid), "--subprocesses"]
+            command += ["--rate", "250", "--duration", str(seconds), "--nonblocking"]
+            command += ["--full-filenames", "--format", "raw", "--output", str(out)]
+            sampler = subprocess.Popen(  # noqa: S603
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            load.run(server.url, paths, args.duration)
+            _, err = sampler.communicate(timeout=60)
+            if sampler.returncode != 0 or not out.exists():
+                detail = err.strip().splitlines()[-1:] or [str(sampler.returncode)]
+                raise CommandFailure(f"py-spy failed (it needs ptrace rights): {detail[0]}")
+            folded: dict[str, int] = {}
+            for line in out.read_text().splitlines():
+                stack, _, count = line.rpartition(" ")
+                if count.isdigit():
+                    folded[stack] = folded.get(stack, 0) + int(count)
+            profiles[endpoint] = {"workers": workers, **summarise_profile(folded)}
+    return profiles
+
+
+def profile_report(profiles: dict[str, Any]) -> str:
+    lines = []
+    for endpoint, profile in profiles.items():
+        lines.append(
+            f"\nWhere the app's CPU time goes, {ENDPOINTS[endpoint]} "
+            f"({profile['samples']} py-spy samples, self time):"
+        )
+        packages = profile["self_percent_by_package"].items()
+        lines.append("  " + ", ".join(f"{name} {share}%" for name, share in packages))
+        for function, share in list(profile["self_percent_top_functions"].items())[:8]:
+            lines.append(f"  {share:5.1f}%  {function}")
+    return "\n".join(lines)
+
+
 # --- the report ----------------------------------------------------------------------
 
 
@@ -372,6 +475,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=defaults["db_max_overflow"].default,
         help="DB_MAX_OVERFLOW for the app (default: the app's default, not .env)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds, sample the app with py-spy under each load (needs ptrace rights)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results")
     return parser.parse_args(argv)
 
@@ -427,10 +535,12 @@ def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
         pg_version, codes = query_database(pg)
         workloads = {"get": [f"/country/{code}" for code in codes], "list": [LIST_PATH]}
         reference: dict[str, Any] = {}
+        logs = pg.data_dir.parent
         for workers in args.workers:
             for round_no in range(1, args.rounds + 1):
-                logs = pg.data_dir.parent
                 one_round(args, load, env, workloads, workers, round_no, logs, reference, raw)
+        profiles = profile_app(args, load, env, workloads, logs) if args.profile else {}
+        settings = get_settings()
     return {
         "machine": machine(pg_version, wrk),
         "settings": {
@@ -441,8 +551,9 @@ def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "workers": args.workers,
             "uvicorn_flags": list(UVICORN_FLAGS),
-            "db_pool_size": int(env["DB_POOL_SIZE"]),
-            "db_max_overflow": int(env["DB_MAX_OVERFLOW"]),
+            "db_pool_size": settings.db_pool_size,
+            "db_max_overflow": settings.db_max_overflow,
+            "db_pool_pre_ping": settings.db_pool_pre_ping,
             "ceiling_pool_reset": args.ceiling_reset,
             "elapsed_s": round(time.monotonic() - started),
         },
@@ -451,6 +562,7 @@ def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
             {"workers": w, "endpoint": ENDPOINTS[e], "target": t, "results": results}
             for (w, e, t), results in raw.items()
         ],
+        "profile": profiles,
     }
 
 
@@ -469,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
             f"-c{args.connections} -d{args.duration:g}s, median of {args.rounds} round(s)"
         )
         print(table(results["summary"]))
+        if results["profile"]:
+            print(profile_report(results["profile"]))
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nwritten to {args.output}")
