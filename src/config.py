@@ -41,9 +41,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Larger request bodies get 413 before any parsing.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    # The app's connection pool (per process).
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # The app's connection pool (per process). Requests queue for one in arrival order
+    # (src.db.ConnectionGate), so overflow connections add no capacity a larger pool would
+    # not; they are closed whenever they come back to a full pool, and reopened (a login,
+    # ~ms of CPU on both sides) on the next burst.
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
     # Ping each pooled connection (one round trip) before a request uses it.
     db_pool_pre_ping: bool = True
 

@@ -1,0 +1,169 @@
+"""`python -m bench.inprocess`: CPU time per request, with no HTTP server and no wrk.
+
+Where `pipenv run bench` measures throughput of whole servers sharing the machine with
+PostgreSQL and wrk, this measures what one request costs the Python process itself:
+each ASGI app is called in-process (16 requests at a time, against a throwaway embedded
+PostgreSQL with the real schema), and so are the SQLAlchemy and asyncpg steps underneath
+`GET /country/{code}` on their own. It reports CPU microseconds per request (process
+time, so waiting on PostgreSQL is not counted): the best of 3 runs after a warm-up.
+
+    python -m bench.inprocess              # pipenv run python -m bench.inprocess
+    python -m bench.inprocess --requests 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import uvloop
+from asgi_lifespan import LifespanManager
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.run import point_settings_at, query_database
+from src import migrate
+from src.cli import fail_on_errors
+from src.config import Settings, get_settings
+from src.embedded_pg import throwaway
+
+CONCURRENCY = 16
+
+
+async def cpu_per_call(call: Callable[[], Awaitable[object]], n: int) -> float:
+    """CPU µs per call, `CONCURRENCY` at a time: the best of 3 runs after a warm-up."""
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await call()
+
+    await asyncio.gather(*(worker(max(n // 10 // CONCURRENCY, 1)) for _ in range(CONCURRENCY)))
+    runs = []
+    for _ in range(3):
+        started = time.process_time()
+        await asyncio.gather(*(worker(n // CONCURRENCY) for _ in range(CONCURRENCY)))
+        runs.append((time.process_time() - started) / n * 1e6)
+    return min(runs)
+
+
+def asgi_get(app, paths: list[str]) -> Callable[[], Awaitable[None]]:
+    """One GET of a random path through the ASGI app; it must answer 200."""
+
+    async def call() -> None:
+        path = random.choice(paths)  # noqa: S311
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        status = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        if status != [200]:
+            raise RuntimeError(f"GET {path} answered {status}")
+
+    return call
+
+
+async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[str, float]]:
+    from bench.ceiling_app import app as ceiling
+    from src.main import create_app
+    from src.routes.country import COUNTRY_BY_CODE
+
+    by_code = [f"/country/{code}" for code in codes]
+    results = []
+    async with LifespanManager(ceiling) as manager:
+        cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
+        results.append(("ceiling: GET /country/{code} (Starlette + asyncpg pool)", cost))
+    for pre_ping in (True, False):
+        app = create_app(settings.model_copy(update={"db_pool_pre_ping": pre_ping}))
+        async with LifespanManager(app) as manager:
+            cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
+            label = f"app: GET /country/{{code}} (DB_POOL_PRE_PING={str(pre_ping).lower()})"
+            results.append((label, cost))
+            if not pre_ping:
+                cost = await cpu_per_call(asgi_get(manager.app, ["/health"]), n)
+                results.append(("app: GET /health (its FastAPI stack, no database)", cost))
+
+    stmt = COUNTRY_BY_CODE[2]
+    for pre_ping in (False, True):
+        engine = create_async_engine(
+            settings.async_url,
+            isolation_level="AUTOCOMMIT",
+            pool_pre_ping=pre_ping,
+            pool_size=CONCURRENCY,  # no overflow: its connections would be closed and
+            max_overflow=0,  # reopened (authentication and all) as load varies
+        )
+
+        async def checkout(engine=engine) -> None:
+            async with engine.connect():
+                pass
+
+        async def checkout_and_select(engine=engine) -> None:
+            async with engine.connect() as conn:
+                (await conn.execute(stmt, {"code": random.choice(codes)})).first()._asdict()  # noqa: S311
+
+        suffix = ", pre-ping" if pre_ping else ""
+        for label, call in (
+            (f"SQLAlchemy checkout alone{suffix}", checkout),
+            (f"SQLAlchemy checkout + prebuilt SELECT{suffix}", checkout_and_select),
+        ):
+            results.append((label, await cpu_per_call(call, n)))
+        await engine.dispose()
+
+    import asyncpg
+
+    dsn = settings.async_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=20) as pool:
+        query = "SELECT alpha2, alpha3, numeric, name, official_name, created_at FROM country "
+        query += "WHERE alpha2 = $1"
+
+        async def fetchrow() -> None:
+            dict(await pool.fetchrow(query, random.choice(codes)))  # noqa: S311
+
+        cost = await cpu_per_call(fetchrow, n)
+        results.append(("asyncpg pool.fetchrow (and its reset on release)", cost))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
+    parser.add_argument("--requests", type=int, default=8000, help="per measurement run")
+    defaults = Settings.model_fields
+    parser.add_argument("--pool-size", type=int, default=defaults["db_pool_size"].default)
+    parser.add_argument("--max-overflow", type=int, default=defaults["db_max_overflow"].default)
+    args = parser.parse_args(argv)
+    with fail_on_errors(), throwaway("country-inprocess-", user="bench") as pg:
+        point_settings_at(pg, args.pool_size, args.max_overflow)
+        print(migrate.upgrade(), flush=True)
+        settings = get_settings()
+        codes = query_database(pg)[1]
+        uvloop.install()
+        results = asyncio.run(measure(settings, codes, args.requests))
+    print(f"\nCPU µs per request, {CONCURRENCY} at a time, best of 3:")
+    for label, cost in results:
+        print(f"  {cost:7.0f}  {label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
