@@ -43,9 +43,9 @@ class ConnectionGate:
     SQLAlchemy's asyncio pool hands a returned connection to whoever asks next, so a
     request arriving at that moment overtakes those already waiting; under sustained load
     a few of them starve (seconds, at 64 concurrent requests on a 20-connection pool). A
-    FIFO semaphore as large as the pool, in front of it, makes waiting fair: the pool never
-    waits. Waiting longer than `timeout` raises TimeoutError (503), like the pool's own
-    timeout would.
+    FIFO semaphore no larger than the pool, in front of it, makes waiting fair: the pool
+    never waits. Waiting longer than `timeout` raises TimeoutError (503), like the pool's
+    own timeout would.
     """
 
     def __init__(self, size: int, timeout: float = POOL_TIMEOUT_SECONDS) -> None:
@@ -106,7 +106,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 def create_gate(settings: Settings) -> ConnectionGate:
-    return ConnectionGate(settings.db_pool_size + settings.db_max_overflow)
+    """One connection fewer than the pool holds: kept for what does not queue here (the
+    `/ready` probe, ORM sessions), so a loaded app still answers its readiness probe."""
+    return ConnectionGate(max(settings.db_pool_size + settings.db_max_overflow - 1, 1))
 
 
 @asynccontextmanager
