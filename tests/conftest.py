@@ -6,6 +6,8 @@ environment, which subprocesses (alembic CLI, src.start) inherit too.
 """
 
 import os
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,6 +21,20 @@ from src.config import env_for_url, get_settings
 from src.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
 
 API_KEY = "test-api-key-0123456789"
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Response:
+    """The first answer of a server `proc` is starting; fails at once if it exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.communicate()[0] if proc.stdout else ""
+            raise AssertionError(f"exited {proc.returncode}: {output}")
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in {seconds}s")
 
 
 def point_settings_at(url: str) -> None:

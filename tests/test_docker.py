@@ -17,7 +17,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from dotenv import dotenv_values
 from src.config import PROJECT_ROOT, Settings
 from src.embedded_pg import EmbeddedPostgres, bin_dir, cluster_in, free_port
 from src.migrate import alembic_config, head_revisions
+from tests.conftest import wait_for
 
 VENV_BIN = Path(sys.executable).parent  # the container has /app/.venv/bin first on PATH
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -395,18 +395,6 @@ def run(argv: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedP
     )
 
 
-def wait_for(url: str, proc: subprocess.Popen, seconds: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}: {proc.communicate()[0]}")
-        try:
-            return httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer in {seconds}s")
-
-
 def on_port(argv: list[str], port: int) -> list[str]:
     """A healthcheck argv probing `port` instead of the container's 8765."""
     replaced = [re.sub(r"(127\.0\.0\.1|localhost):8765\b", f"127.0.0.1:{port}", a) for a in argv]
@@ -448,7 +436,7 @@ def test_migrate_then_api_commands_run_as_compose_runs_them(services, cluster_ro
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            assert wait_for(f"{base}/health", proc).status_code == 200
+            assert wait_for(f"{base}/health", proc, seconds=60).status_code == 200
             ready = httpx.get(f"{base}/ready", timeout=5)
             assert ready.status_code == 200, ready.text
             assert ready.json() == {"status": "ready", "revision": heads}

@@ -8,10 +8,8 @@ documented schemas, status codes and content types.
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -24,6 +22,7 @@ from schemathesis.checks import (
 
 from src.config import PROJECT_ROOT, env_for_url
 from src.embedded_pg import EmbeddedPostgres, free_port, throwaway
+from tests.conftest import wait_for
 
 API_KEY = "schemathesis-key-0123456789"
 CHECKS = [
@@ -59,12 +58,7 @@ def serve(pg: EmbeddedPostgres) -> Iterator[str]:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/health")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        assert wait_for(f"{base}/health", server, seconds=10).status_code == 200
         yield base
     finally:
         server.terminate()

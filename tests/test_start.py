@@ -4,23 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 
 from src.config import PROJECT_ROOT
 from src.embedded_pg import free_port, port_in_use
-
-
-def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        try:
-            return httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer in {seconds}s")
+from tests.conftest import wait_for
 
 
 def test_start_serves_the_api_and_stops_its_database(cluster_root):
