@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     # ~ms of CPU on both sides) on the next burst.
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)
-    # Ping each pooled connection (one round trip) before a request uses it.
-    db_pool_pre_ping: bool = True
+    # Ping each pooled connection (one round trip) before a request uses it. Off by
+    # default: asyncpg already knows a connection the server closed, and src.db replaces
+    # it before use without a round trip; only a silently dropped one fails (once, 503).
+    db_pool_pre_ping: bool = False
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8765, ge=1, le=65535)
