@@ -3,17 +3,19 @@
 1. Starts a throwaway embedded PostgreSQL (free port, temp folder) and migrates it with
    the project's own runner (src.migrate), so it holds the real schema and ISO data.
 2. For each worker count, each round: serves the ceiling (bench/ceiling_app.py: Starlette
-   + asyncpg) and the real app (src.main:app), one after the other (the order alternates
-   between rounds), with identical uvicorn settings; checks both give the same bodies;
+   + asyncpg), the floor (bench/floor_app.py: the real FastAPI app with these two reads on
+   raw asyncpg) and the real app (src.main:app), one after the other (the order reverses
+   between rounds), with identical uvicorn settings; checks all give the same bodies;
    then loads `GET /country/{code}` (random alpha-2 codes, bench/paths.lua) and
    `GET /country?limit=50` with wrk, each after a short discarded warm-up.
-3. Prints the median over the rounds of req/s, p50 and p99 and the ratio app/ceiling,
+3. Prints the median over the rounds of req/s, p50 and p99 and the ratios app/ceiling
+   (the goal), floor/ceiling (what FastAPI costs) and app/floor (what SQLAlchemy costs),
    and writes everything (every round, the machine, the versions) to bench/results.json.
 
 Not a test: nothing here asserts timings. The server, PostgreSQL and wrk share the
 machine, so absolute numbers say little; the ratio measured side by side is the point.
 
-    pipenv run bench                                  # 15 s x 3 rounds, 1 and 2 workers
+    pipenv run bench                                  # 15 s x 3 rounds, 1 and 2 workers (~12 min)
     pipenv run bench --duration 5 --rounds 1 --workers 1   # a quick look
 """
 
@@ -53,7 +55,11 @@ WRK_MISSING = (
     "or build https://github.com/wg/wrk"
 )
 
-TARGETS = {"ceiling": "bench.ceiling_app:app", "app": "src.main:app"}
+TARGETS = {
+    "ceiling": "bench.ceiling_app:app",
+    "floor": "bench.floor_app:app",
+    "app": "src.main:app",
+}
 ENDPOINTS = {"get": "GET /country/{code}", "list": "GET /country?limit=50"}
 LIST_PATH = "/country?limit=50"
 RATIO_GOALS = {"get": 0.6, "list": 0.5}
@@ -68,7 +74,7 @@ UVICORN_FLAGS = (
     "--log-level",
     "warning",
 )
-# Both servers must answer these identically (same query, same JSON) before being loaded.
+# All servers must answer these identically (same query, same JSON) before being loaded.
 SAME_BODY_PATHS = (
     "/country/GB",
     "/country/gbr",
@@ -390,6 +396,7 @@ def summarise(raw: dict[tuple[int, str, str], list[dict]]) -> list[dict[str, Any
             app_rounds = raw[workers, endpoint, "app"]
             ceiling_rounds = raw[workers, endpoint, "ceiling"]
             app, ceiling = median_of(app_rounds), median_of(ceiling_rounds)
+            floor = median_of(raw[workers, endpoint, "floor"])
             ratio = app["rps"] / ceiling["rps"] if ceiling["rps"] else 0.0
             # Each round's two servers ran back to back: their ratio shrugs off slow drift.
             per_round = [
@@ -405,8 +412,11 @@ def summarise(raw: dict[tuple[int, str, str], list[dict]]) -> list[dict[str, Any
                     "workers": workers,
                     "endpoint": ENDPOINTS[endpoint],
                     "app": app,
+                    "floor": floor,
                     "ceiling": ceiling,
                     "ratio": ratio,
+                    "floor_ratio": floor["rps"] / ceiling["rps"] if ceiling["rps"] else 0.0,
+                    "app_to_floor": app["rps"] / floor["rps"] if floor["rps"] else 0.0,
                     "ratio_per_round": [round(r, 3) for r in per_round],
                     "goal": RATIO_GOALS[endpoint],
                     "goal_met": met,
@@ -431,18 +441,19 @@ def verdict(row: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| workers | endpoint | app req/s | app p50 / p99 | ceiling req/s "
-        "| ceiling p50 / p99 | app / ceiling | app non-2xx + errors | goal |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| workers | endpoint | app req/s | app p50 / p99 | floor req/s | floor p99 | ceiling req/s "
+        "| ceiling p50 / p99 | app / ceiling | floor / ceiling | app / floor "
+        "| app non-2xx + errors | goal |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
-        app, ceiling = row["app"], row["ceiling"]
+        app, floor, ceiling = row["app"], row["floor"], row["ceiling"]
         lines.append(
             f"| {row['workers']} | `{row['endpoint']}` | {app['rps']:,.0f} "
-            f"| {app['p50_ms']:.1f} / {app['p99_ms']:.1f} ms | {ceiling['rps']:,.0f} "
-            f"| {ceiling['p50_ms']:.1f} / {ceiling['p99_ms']:.1f} ms "
-            f"| **{row['ratio']:.2f}x** | {app['non_2xx'] + app['socket_errors']} "
-            f"| {verdict(row)} |"
+            f"| {app['p50_ms']:.1f} / {app['p99_ms']:.1f} ms | {floor['rps']:,.0f} "
+            f"| {floor['p99_ms']:.1f} ms | {ceiling['rps']:,.0f} | {ceiling['p50_ms']:.1f} / {ceiling['p99_ms']:.1f} ms "
+            f"| **{row['ratio']:.2f}x** | {row['floor_ratio']:.2f}x | {row['app_to_floor']:.2f}x "
+            f"| {app['non_2xx'] + app['socket_errors']} | {verdict(row)} |"
         )
     return "\n".join(lines)
 
@@ -510,7 +521,7 @@ def check_same_bodies(url: str, reference: dict[str, Any], target: str) -> None:
             raise CommandFailure(f"{target} answered {status} to GET {path}")
         answer = json.loads(body)
         if reference.setdefault(path, answer) != answer:
-            raise CommandFailure(f"the app and the ceiling answer GET {path} differently")
+            raise CommandFailure(f"{target} answers GET {path} unlike the others")
 
 
 def one_round(
@@ -524,7 +535,7 @@ def one_round(
     reference: dict[str, Any],
     raw: dict[tuple[int, str, str], list[dict]],
 ) -> None:
-    """Both servers, one after the other (the order alternates between rounds)."""
+    """Every server, one after the other (the order reverses between rounds)."""
     order = list(TARGETS) if round_no % 2 else list(reversed(TARGETS))
     for target in order:
         with Server(target, workers, env, logs / f"{target}.log") as server:

@@ -1,0 +1,84 @@
+"""The floor: the real FastAPI app with its two benchmarked reads on raw asyncpg.
+
+Same application object as `src.main:app` (FastAPIOffline, BodyGuard, the error
+handlers, the health routes, the same path and query parameters validated by FastAPI,
+the same ETag'd orjson bodies), but `GET /country/{code}` and `GET /country` run the
+ceiling's SQL on an asyncpg pool instead of going through SQLAlchemy. So:
+
+- ceiling → floor is what FastAPI and the app's own layers cost;
+- floor → app is what SQLAlchemy (engine, pool, Core execution, rows) costs.
+
+If the floor itself stays under a ratio goal, no SQLAlchemy tuning can reach it. It
+serves only the two GETs (nothing else of /country). Configured like the ceiling:
+
+    DATABASE_URL=postgresql://... uvicorn bench.floor_app:app
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
+
+from bench.ceiling_app import BY_ALPHA2, BY_ALPHA3, COUNT, PAGE, _dsn
+from src.config import get_settings
+from src.responses import json_with_etag
+from src.routes import country
+from src.schemas import SearchText
+
+
+@asynccontextmanager
+async def pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    size = settings.db_pool_size + settings.db_max_overflow
+    async with asyncpg.create_pool(_dsn(), min_size=1, max_size=size) as pool:
+        app.state.floor_pool = pool
+        yield
+
+
+router = APIRouter(prefix="/country", tags=["country"], lifespan=pool_lifespan)
+
+
+@router.get("", response_model=None)
+async def list_countries(
+    request: Request,
+    limit: country.Limit = 50,
+    offset: country.Offset = 0,
+    q: Annotated[SearchText | None, Query()] = None,
+) -> Response:
+    if q:
+        raise HTTPException(501, "the floor app does not search")
+    pool = request.app.state.floor_pool
+    rows = await pool.fetch(PAGE, limit, offset)
+    total = rows[0]["total"] if rows else await pool.fetchval(COUNT)
+    items = [dict(row) for row in rows]
+    for item in items:
+        del item["total"]
+    return json_with_etag(
+        request, {"items": items, "total": total, "limit": limit, "offset": offset}
+    )
+
+
+@router.get("/{code}", response_model=None)
+async def get_country(request: Request, code: country.Code) -> Response:
+    code = code.upper()
+    query = BY_ALPHA2 if len(code) == 2 else BY_ALPHA3
+    row = await request.app.state.floor_pool.fetchrow(query, code)
+    if row is None:
+        raise country.not_found(code)
+    return json_with_etag(request, dict(row))
+
+
+def create_floor_app() -> FastAPI:
+    """`src.main.create_app` with this router where the real /country router goes."""
+    from src.main import create_app
+
+    real_router, country.router = country.router, router
+    try:
+        return create_app(get_settings())
+    finally:
+        country.router = real_router
+
+
+app = create_floor_app()
