@@ -86,6 +86,8 @@ def asgi_get(app, paths: list[str]) -> Callable[[], Awaitable[None]]:
 
 async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[str, float]]:
     from bench.ceiling_app import app as ceiling
+    from bench.floor_app import create_floor_app
+    from src.db import run
     from src.main import create_app
     from src.routes.country import COUNTRY_BY_CODE
 
@@ -94,6 +96,9 @@ async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[st
     async with LifespanManager(ceiling) as manager:
         cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
         results.append(("ceiling: GET /country/{code} (Starlette + asyncpg pool)", cost))
+    async with LifespanManager(create_floor_app()) as manager:
+        cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
+        results.append(("floor: GET /country/{code} (the app's FastAPI + asyncpg pool)", cost))
     for pre_ping in (True, False):
         app = create_app(settings.model_copy(update={"db_pool_pre_ping": pre_ping}))
         async with LifespanManager(app) as manager:
@@ -122,10 +127,17 @@ async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[st
             async with engine.connect() as conn:
                 (await conn.execute(stmt, {"code": random.choice(codes)})).first()._asdict()  # noqa: S311
 
+        async def one_hop(engine=engine) -> None:
+            code = random.choice(codes)  # noqa: S311
+            select = lambda conn: conn.execute(stmt, {"code": code}).first()  # noqa: E731
+            row = await run(engine, select, transaction=False)
+            row._asdict()
+
         suffix = ", pre-ping" if pre_ping else ""
         for label, call in (
             (f"SQLAlchemy checkout alone{suffix}", checkout),
-            (f"SQLAlchemy checkout + prebuilt SELECT{suffix}", checkout_and_select),
+            (f"SQLAlchemy checkout + prebuilt SELECT, awaited calls{suffix}", checkout_and_select),
+            (f"SQLAlchemy checkout + prebuilt SELECT, one hop (src.db.run){suffix}", one_hop),
         ):
             results.append((label, await cpu_per_call(call, n)))
         await engine.dispose()

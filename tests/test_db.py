@@ -1,13 +1,16 @@
 """The app's engine across a database outage: 503 while down, recovery without restart."""
 
 import asyncio
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from src.config import get_settings
+from src.db import read, write
 from src.main import create_app
 
 
@@ -73,3 +76,51 @@ async def test_connections_closed_by_the_server_are_replaced_before_use(anon, db
     for path in ("/country/GB", "/country", "/country/FR/subdivisions", "/ready"):
         response = await anon.get(path)
         assert response.status_code == 200, (path, response.text)
+
+
+@pytest.fixture
+async def one_connection_app(db):
+    """The app on a pool of one connection: whatever a request leaves on it, the next
+    request gets."""
+    settings = get_settings().model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
+    app = create_app(settings)
+    async with LifespanManager(app):
+        yield app
+
+
+def _as_request(app) -> SimpleNamespace:
+    return SimpleNamespace(app=app)
+
+
+async def test_a_failed_write_is_rolled_back_and_its_connection_reused_clean(
+    one_connection_app, db
+):
+    request = _as_request(one_connection_app)
+    insert_xq = text("INSERT INTO country (alpha2, alpha3, name) VALUES ('XQ', 'XQQ', 'Gone')")
+
+    def insert_then_fail(conn):
+        conn.execute(insert_xq)
+        raise RuntimeError("the route failed after writing")
+
+    with pytest.raises(RuntimeError):
+        await write(request, insert_then_fail)
+    duplicate = text("INSERT INTO country (alpha2, alpha3, name) VALUES ('GB', 'GBX', 'Dup')")
+    with pytest.raises(IntegrityError):
+        await write(request, lambda conn: conn.execute(duplicate))
+
+    # The one pooled connection is back in the pool, outside any transaction, and reads
+    # on it work; nothing of either write was kept.
+    with db.connect() as conn:
+        open_transactions = conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%'"
+            )
+        )
+        assert open_transactions == 0
+        assert conn.scalar(text("SELECT count(*) FROM country WHERE alpha2 = 'XQ'")) == 0
+    assert await read(request, lambda conn: conn.scalar(text("SELECT 1"))) == 1
+    kept = await write(request, lambda conn: conn.execute(insert_xq).rowcount)
+    assert kept == 1
+    with db.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM country WHERE alpha2 = 'XQ'")) == 1

@@ -11,12 +11,21 @@ requests cannot both win.
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
-from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from src.db import reading, writing
+from src.db import read, write
 from src.errors import ErrorBody
 from src.models import Country, Subdivision
 from src.responses import json_with_etag
@@ -112,15 +121,15 @@ def conflict(exc: IntegrityError, values: dict[str, Any]) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail)
 
 
-async def page_of(
-    conn: AsyncConnection, stmt: Select, count_stmt: Select, params: dict, limit: int, offset: int
+def page_of(
+    conn: Connection, stmt: Select, count_stmt: Select, params: dict, limit: int, offset: int
 ) -> dict:
     """One round trip for a `paged()` statement: the rows and the total (a second query
     only when the page is empty)."""
-    result = await conn.execute(stmt, {**params, "limit": limit, "offset": offset})
+    result = conn.execute(stmt, {**params, "limit": limit, "offset": offset})
     fields = tuple(result.keys())[:-1]  # zip() below stops there: the total is left out
     rows = result.all()
-    total = rows[0][-1] if rows else await conn.scalar(count_stmt, params)
+    total = rows[0][-1] if rows else conn.scalar(count_stmt, params)
     return {
         "items": [dict(zip(fields, row)) for row in rows],  # noqa: B905
         "total": total,
@@ -149,8 +158,7 @@ async def list_countries(
     if q:  # autoescape needs the text itself, so this filter is built per request
         match = Country.name.icontains(q, autoescape=True)
         stmt, count = stmt.where(match), count.where(match)
-    async with reading(request) as conn:
-        page = await page_of(conn, stmt, count, {}, limit, offset)
+    page = await read(request, lambda conn: page_of(conn, stmt, count, {}, limit, offset))
     return json_with_etag(request, page)
 
 
@@ -166,8 +174,8 @@ async def list_countries(
 async def get_country(request: Request, code: Code) -> Response:
     """One country by alpha-2 or alpha-3 code."""
     code = code.upper()
-    async with reading(request) as conn:
-        row = (await conn.execute(COUNTRY_BY_CODE[len(code)], {"code": code})).first()
+    stmt = COUNTRY_BY_CODE[len(code)]
+    row = await read(request, lambda conn: conn.execute(stmt, {"code": code}).first())
     if row is None:
         raise not_found(code)
     return json_with_etag(request, row._asdict())
@@ -187,12 +195,17 @@ async def list_subdivisions(
 ) -> Response:
     """A country's ISO 3166-2 subdivisions ordered by code, with their parent's code."""
     code = code.upper()
-    async with reading(request) as conn:
-        country_id = await conn.scalar(COUNTRY_ID_BY_CODE[len(code)], {"code": code})
+
+    def subdivisions_page(conn: Connection) -> dict | None:
+        country_id = conn.scalar(COUNTRY_ID_BY_CODE[len(code)], {"code": code})
         if country_id is None:
-            raise not_found(code)
+            return None
         params = {"country_id": country_id}
-        page = await page_of(conn, SUBDIVISION_PAGE, SUBDIVISION_COUNT, params, limit, offset)
+        return page_of(conn, SUBDIVISION_PAGE, SUBDIVISION_COUNT, params, limit, offset)
+
+    page = await read(request, subdivisions_page)
+    if page is None:
+        raise not_found(code)
     return json_with_etag(request, page)
 
 
@@ -210,13 +223,10 @@ async def create_country(request: Request, body: CountryCreate) -> Response:
     """Create a country. Requires X-API-Key."""
     values = body.model_dump()
     stmt = insert(Country).values(values).returning(*COUNTRY_COLUMNS)
-    async with writing(request) as conn:
-        try:
-            row = (await conn.execute(stmt)).one()
-            await conn.commit()
-        except IntegrityError as exc:
-            await conn.rollback()
-            raise conflict(exc, values) from None
+    try:
+        row = await write(request, lambda conn: conn.execute(stmt).one())
+    except IntegrityError as exc:
+        raise conflict(exc, values) from None
     response = json_with_etag(request, row._asdict(), {"Location": f"/country/{row.alpha2}"})
     response.status_code = status.HTTP_201_CREATED
     return response
@@ -240,13 +250,10 @@ async def update_country(request: Request, code: Code, body: CountryUpdate) -> R
     if required_nulls:
         raise HTTPException(422, f"{', '.join(required_nulls)} cannot be null")
     stmt = update(Country).where(by_code(code)).values(values).returning(Country.alpha2)
-    async with writing(request) as conn:
-        try:
-            row = (await conn.execute(stmt)).first()
-            await conn.commit()
-        except IntegrityError as exc:
-            await conn.rollback()
-            raise conflict(exc, values) from None
+    try:
+        row = await write(request, lambda conn: conn.execute(stmt).first())
+    except IntegrityError as exc:
+        raise conflict(exc, values) from None
     if row is None:
         raise not_found(code)
     return Response(
@@ -263,11 +270,8 @@ async def update_country(request: Request, code: Code, body: CountryUpdate) -> R
 )
 async def delete_country(request: Request, code: Code) -> Response:
     """Delete a country and its subdivisions. Requires X-API-Key."""
-    async with writing(request) as conn:
-        deleted = (
-            await conn.execute(delete(Country).where(by_code(code)).returning(Country.id))
-        ).first()
-        await conn.commit()
+    stmt = delete(Country).where(by_code(code)).returning(Country.id)
+    deleted = await write(request, lambda conn: conn.execute(stmt).first())
     if deleted is None:
         raise not_found(code)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

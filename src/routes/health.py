@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from src.db import run
 from src.errors import ErrorBody, error_response
 
 router = APIRouter(tags=["health"])
@@ -17,14 +18,17 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _schema_heads(conn: Connection) -> set[str]:
+    return set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+
+
 @router.get("/ready", responses={503: {"model": ErrorBody}})
 async def ready(request: Request) -> JSONResponse:
     """Readiness: the database answers and its schema is exactly the code's Alembic head."""
     code_heads: set[str] = request.app.state.code_heads
     try:
-        async with request.app.state.engine.connect() as conn:
-            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
-            db_heads = {row[0] for row in rows}
+        # Not through the gate: a loaded app keeps one pooled connection for this probe.
+        db_heads = await run(request.app.state.read_engine, _schema_heads, transaction=False)
     except (SQLAlchemyError, OSError, TimeoutError):
         return error_response(503, "database unavailable")
     if db_heads != code_heads:
