@@ -14,7 +14,8 @@ hop into SQLAlchemy's greenlet, the way `AsyncSession.run_sync()` runs ORM code.
 asyncio API is that same sync core behind a greenlet bridge, crossed once per awaited call:
 `async with engine.connect()` + `await conn.execute()` cross it three times per request
 (checkout, execute, return), ~12% of a GET's CPU here (`python -m bench.inprocess`). It
-is not blocking: every driver call inside still awaits asyncpg on the event loop. Nor is
+is not blocking: every driver call inside still awaits asyncpg on the event loop (keep
+anything else that could block out of `work`, as in any async code). Nor is
 it a FastAPI dependency that yields a connection: that machinery (exit stack, shielded
 exit, a cancel scope) cost more than the whole checkout, and the connection goes back to
 the pool before the response is built instead of after it is sent. Requests queue for a
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import greenlet_spawn  # what AsyncConnection.run_sync() is built on
 
 from src.config import Settings
 
