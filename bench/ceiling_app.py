@@ -36,7 +36,7 @@ COUNT = "SELECT count(*) FROM country"
 JSON = "application/json"
 
 
-def _dsn() -> str:
+def dsn() -> str:
     url = os.environ["DATABASE_URL"]
     scheme, rest = url.split("://", 1)
     return "postgresql://" + rest if scheme.startswith("postgresql") else url
@@ -52,7 +52,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     overflow = int(os.environ.get("DB_MAX_OVERFLOW", "10"))
     reset = _no_reset if os.environ.get("CEILING_POOL_RESET") == "none" else None
     async with asyncpg.create_pool(
-        _dsn(), min_size=1, max_size=size + overflow, reset=reset
+        dsn(), min_size=1, max_size=size + overflow, reset=reset
     ) as pool:
         app.state.pool = pool
         yield
@@ -81,13 +81,17 @@ async def list_countries(request: Request) -> Response:
         limit = offset = -1
     if not (1 <= limit <= 250 and 0 <= offset < 2**31):
         return _json({"detail": "bad limit or offset", "code": "validation_error"}, 422)
-    pool = request.app.state.pool
+    return _json(await fetch_page(request.app.state.pool, limit, offset))
+
+
+async def fetch_page(pool: asyncpg.Pool, limit: int, offset: int) -> dict:
+    """A page of countries and the total, as the app's list returns them."""
     rows = await pool.fetch(PAGE, limit, offset)
     total = rows[0]["total"] if rows else await pool.fetchval(COUNT)
     items = [dict(row) for row in rows]
     for item in items:
         del item["total"]
-    return _json({"items": items, "total": total, "limit": limit, "offset": offset})
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 app = Starlette(

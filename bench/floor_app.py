@@ -21,7 +21,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 
-from bench.ceiling_app import BY_ALPHA2, BY_ALPHA3, COUNT, PAGE, _dsn
+from bench.ceiling_app import BY_ALPHA2, BY_ALPHA3, dsn, fetch_page
 from src.config import get_settings
 from src.responses import json_with_etag
 from src.routes import country
@@ -32,7 +32,7 @@ from src.schemas import SearchText
 async def pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     size = settings.db_pool_size + settings.db_max_overflow
-    async with asyncpg.create_pool(_dsn(), min_size=1, max_size=size) as pool:
+    async with asyncpg.create_pool(dsn(), min_size=1, max_size=size) as pool:
         app.state.floor_pool = pool
         yield
 
@@ -49,15 +49,8 @@ async def list_countries(
 ) -> Response:
     if q:
         raise HTTPException(501, "the floor app does not search")
-    pool = request.app.state.floor_pool
-    rows = await pool.fetch(PAGE, limit, offset)
-    total = rows[0]["total"] if rows else await pool.fetchval(COUNT)
-    items = [dict(row) for row in rows]
-    for item in items:
-        del item["total"]
-    return json_with_etag(
-        request, {"items": items, "total": total, "limit": limit, "offset": offset}
-    )
+    page = await fetch_page(request.app.state.floor_pool, limit, offset)
+    return json_with_etag(request, page)
 
 
 @router.get("/{code}", response_model=None)
