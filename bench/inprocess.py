@@ -129,9 +129,11 @@ async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[st
 
         async def one_hop(engine=engine) -> None:
             code = random.choice(codes)  # noqa: S311
-            select = lambda conn: conn.execute(stmt, {"code": code}).first()  # noqa: E731
-            row = await run(engine, select, transaction=False)
-            row._asdict()
+
+            def select(conn):
+                return conn.execute(stmt, {"code": code}).first()
+
+            (await run(engine, select, transaction=False))._asdict()
 
         suffix = ", pre-ping" if pre_ping else ""
         for label, call in (

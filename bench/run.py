@@ -398,7 +398,7 @@ def summarise(raw: dict[tuple[int, str, str], list[dict]]) -> list[dict[str, Any
             app, ceiling = median_of(app_rounds), median_of(ceiling_rounds)
             floor = median_of(raw[workers, endpoint, "floor"])
             ratio = app["rps"] / ceiling["rps"] if ceiling["rps"] else 0.0
-            # Each round's two servers ran back to back: their ratio shrugs off slow drift.
+            # Each round's servers ran back to back: their ratio shrugs off slow drift.
             per_round = [
                 a["rps"] / c["rps"] for a, c in zip(app_rounds, ceiling_rounds, strict=True)
             ]

@@ -90,10 +90,12 @@ def db(migrated: Engine) -> Iterator[Engine]:
 
 
 @pytest.fixture
-async def app(db: Engine) -> AsyncIterator:
+async def app(request: pytest.FixtureRequest, db: Engine) -> AsyncIterator:
+    """The app on the test settings; parametrize it `indirect` with a dict to change some."""
     from src.main import create_app
 
-    async with LifespanManager(create_app(get_settings())) as manager:
+    settings = get_settings().model_copy(update=getattr(request, "param", {}))
+    async with LifespanManager(create_app(settings)) as manager:
         yield manager.app
 
 

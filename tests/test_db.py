@@ -3,7 +3,6 @@
 import asyncio
 from types import SimpleNamespace
 
-import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
@@ -13,17 +12,16 @@ from src.config import get_settings
 from src.db import read, write
 from src.main import create_app
 
-
-@pytest.fixture(params=[False, True], ids=["no-pre-ping", "pre-ping"])
-async def anon(request, db):
-    """An app with the pool pre-ping off (the default) and on: both must recover."""
-    settings = get_settings().model_copy(update={"db_pool_pre_ping": request.param})
-    async with LifespanManager(create_app(settings)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+# The pool pre-ping off (the default) and on: the app must recover either way.
+BOTH_PRE_PINGS = pytest.mark.parametrize(
+    "app",
+    [{"db_pool_pre_ping": False}, {"db_pool_pre_ping": True}],
+    ids=["no-pre-ping", "pre-ping"],
+    indirect=True,
+)
 
 
+@BOTH_PRE_PINGS
 async def test_outage_gives_503_then_recovers_without_restart(anon, pg_cluster, db):
     if pg_cluster is None:
         pytest.skip("needs the embedded cluster (TEST_DATABASE_URL is not ours to stop)")
@@ -58,6 +56,7 @@ async def test_outage_gives_503_then_recovers_without_restart(anon, pg_cluster, 
     assert (await anon.get("/ready")).status_code == 200
 
 
+@BOTH_PRE_PINGS
 async def test_connections_closed_by_the_server_are_replaced_before_use(anon, db):
     """Server-side closes (pg_terminate_backend, idle timeouts, a restart) fail no request,
     with or without the pre-ping: asyncpg sees the socket close, the pool swaps it."""
@@ -88,14 +87,10 @@ async def one_connection_app(db):
         yield app
 
 
-def _as_request(app) -> SimpleNamespace:
-    return SimpleNamespace(app=app)
-
-
 async def test_a_failed_write_is_rolled_back_and_its_connection_reused_clean(
     one_connection_app, db
 ):
-    request = _as_request(one_connection_app)
+    request = SimpleNamespace(app=one_connection_app)  # what read()/write() use of one
     insert_xq = text("INSERT INTO country (alpha2, alpha3, name) VALUES ('XQ', 'XQQ', 'Gone')")
 
     def insert_then_fail(conn):
