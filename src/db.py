@@ -5,8 +5,8 @@
   in BEGIN … ROLLBACK would only add two round trips per request. It also makes the
   pre-ping on checkout one `;` instead of BEGIN/`;`/ROLLBACK.
 - `transactional(engine)`: the same pool in READ COMMITTED transactions (PostgreSQL's
-  default), for writes and ORM sessions. A connection that goes back to the pool with a
-  transaction still open (an error, an early return) is rolled back first.
+  default), for writes. A connection that goes back to the pool with a transaction still
+  open (an error, an early return) is rolled back first.
 
 Routes hand their database work to `read(request, work)` or `write(request, work)`:
 `work(conn)` is a plain function of SQLAlchemy's (sync) Connection API, run in a single
@@ -23,18 +23,13 @@ connection in a `ConnectionGate` in front of the pool.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Request
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn  # what AsyncConnection.run_sync() is built on
 
 from src.config import Settings
@@ -100,19 +95,9 @@ def transactional(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="READ COMMITTED")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """ORM sessions; pass the `transactional()` engine."""
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessionmaker() as session:
-        yield session
-
-
 def create_gate(settings: Settings) -> ConnectionGate:
-    """One connection fewer than the pool holds: kept for what does not queue here (the
-    `/ready` probe, ORM sessions), so a loaded app still answers its readiness probe."""
+    """One connection fewer than the pool holds: kept for the `/ready` probe, which does
+    not queue here, so a loaded app still answers its readiness probe."""
     return ConnectionGate(max(settings.db_pool_size + settings.db_max_overflow - 1, 1))
 
 
@@ -144,6 +129,3 @@ async def write(request: Request, work: Callable[[Connection], T]) -> T:
     state = request.app.state
     async with state.gate:
         return await run(state.engine, work, transaction=True)
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]

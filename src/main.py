@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from src import errors
 from src.cli import settings_error_line
 from src.config import Settings, get_settings
-from src.db import create_engine, create_gate, create_sessionmaker, transactional
+from src.db import create_engine, create_gate, transactional
 from src.middleware import BodyGuard
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
@@ -21,10 +21,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
-        # One pool: reads use it as is (autocommit), writes and sessions in transactions.
+        # One pool: reads use it as is (autocommit), writes in transactions.
         app.state.read_engine = engine
         app.state.engine = transactional(engine)
-        app.state.sessionmaker = create_sessionmaker(app.state.engine)
         app.state.gate = create_gate(settings)
         # What exists now (modules, routes, schemas, SQLAlchemy metadata) lives as long as the
         # process: keep it out of the cyclic GC's full collections, which otherwise walk it
