@@ -1,4 +1,7 @@
-"""Alembic environment: synchronous psycopg2, URL from src.config, models from src.models.
+"""Alembic environment: synchronous psycopg2, models from src.models.
+
+Settings come from `config.attributes["settings"]` when a caller (src.migrate, the
+gates, the tests) passes them, else from the environment, read once here.
 
 Online runs hold the project's migration lock (src.migrate) and give each migration
 its own transaction with lock/statement timeouts. Autogenerate skips empty revisions
@@ -15,6 +18,15 @@ from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
+from src.cli import CommandFailure
+from src.config import Settings, read_settings
+from src.migrate import (
+    SETTINGS_ATTRIBUTE,
+    MigrationError,
+    connection_problem,
+    migration_lock,
+    sync_engine,
+)
 from src.models import Base
 
 config = context.config
@@ -81,21 +93,16 @@ def process_revision_directives(context_, revision, directives) -> None:
         )
 
 
-def timeout_settings() -> tuple[int, int]:
-    """(lock_timeout, statement_timeout) in ms; the defaults when settings are incomplete."""
-    from pydantic import ValidationError
-
-    from src.config import Settings, get_settings
-
+def settings() -> Settings:
+    """The caller's settings, else the environment's; bad ones are one line, not a traceback."""
+    given = config.attributes.get(SETTINGS_ATTRIBUTE)
+    if given is not None:
+        return given
     try:
-        settings = get_settings()
-    except ValidationError:  # offline SQL needs no database, hence no credentials
-        fields = Settings.model_fields
-        return (
-            fields["migration_lock_timeout_ms"].default,
-            fields["migration_statement_timeout_ms"].default,
-        )
-    return settings.migration_lock_timeout_ms, settings.migration_statement_timeout_ms
+        config.attributes[SETTINGS_ATTRIBUTE] = read_settings()
+    except CommandFailure as exc:
+        raise CommandError(str(exc)) from None
+    return config.attributes[SETTINGS_ATTRIBUTE]
 
 
 def run_migrations_offline() -> None:
@@ -106,24 +113,21 @@ def run_migrations_offline() -> None:
         include_object=include_object,
         **COMPARE_OPTIONS,
     )
-    lock_ms, statement_ms = timeout_settings()
+    limits = settings()
     with context.begin_transaction():
         # The same limits as online runs, for whoever runs this SQL (and for squawk).
-        context.execute(f"SET lock_timeout = {lock_ms}")
-        context.execute(f"SET statement_timeout = {statement_ms}")
+        context.execute(f"SET lock_timeout = {limits.migration_lock_timeout_ms}")
+        context.execute(f"SET statement_timeout = {limits.migration_statement_timeout_ms}")
         context.run_migrations()
 
 
-def run_with(connection: Connection) -> None:
-    from src.config import get_settings
-
-    settings = get_settings()
+def run_with(connection: Connection, limits: Settings) -> None:
     # A caller's open transaction (pytest-alembic) is theirs to commit or roll back.
     external = connection.in_transaction()
     # Session-level, so every per-migration transaction is bounded; committed so that
     # Alembic starts its own transactions on a clean connection.
-    connection.exec_driver_sql(f"SET lock_timeout = {settings.migration_lock_timeout_ms}")
-    connection.exec_driver_sql(f"SET statement_timeout = {settings.migration_statement_timeout_ms}")
+    connection.exec_driver_sql(f"SET lock_timeout = {limits.migration_lock_timeout_ms}")
+    connection.exec_driver_sql(f"SET statement_timeout = {limits.migration_statement_timeout_ms}")
     if not external:
         connection.commit()
     context.configure(
@@ -137,30 +141,24 @@ def run_with(connection: Connection) -> None:
 
 
 def run_migrations_online() -> None:
-    from src.migrate import MigrationError, migration_lock, sync_engine
-
+    limits = settings()
     # Programmatic callers: a Connection, or an Engine / anything with .connect()
     # (pytest-alembic passes its Engine, or a wrapper around its open connection).
     given = config.attributes.get("connection")
-    engine = given.engine if given is not None else sync_engine()
     try:
-        with migration_lock(engine):
+        engine = given.engine if given is not None else sync_engine(limits)
+        with migration_lock(engine, limits.migration_lock_wait_seconds):
             if isinstance(given, Connection):
-                run_with(given)
+                run_with(given, limits)
             else:
                 with (given or engine).connect() as connection:
-                    run_with(connection)
-    except MigrationError as exc:  # the lock wait ran out: one line, not a traceback
+                    run_with(connection, limits)
+    except (MigrationError, CommandFailure) as exc:  # lock wait, settings: one line
         raise CommandError(str(exc)) from None
     except OperationalError as exc:
         if exc.connection_invalidated or "connect" not in str(exc.orig).lower():
             raise
-        url = engine.url
-        reason = str(exc.orig).strip().splitlines()[0]
-        raise CommandError(
-            f"cannot reach the database at {url.host}:{url.port} ({reason}); "
-            "start it with `pipenv run db` (embedded) or `docker compose up -d db`"
-        ) from None
+        raise CommandError(connection_problem(engine.url, exc)) from None
 
 
 if context.is_offline_mode():

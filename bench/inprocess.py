@@ -25,10 +25,10 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.run import point_settings_at, query_database
+from devtools.embedded_pg import throwaway
 from src import migrate
 from src.cli import fail_on_errors
 from src.config import Settings, get_settings
-from src.embedded_pg import throwaway
 
 CONCURRENCY = 16
 

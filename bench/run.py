@@ -42,10 +42,10 @@ from typing import Any
 
 import psycopg2
 
+from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
 from src import migrate
 from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, env_for_url, get_settings
-from src.embedded_pg import EmbeddedPostgres, free_port, throwaway
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPT = BENCH_DIR / "paths.lua"

@@ -15,11 +15,12 @@ def settings_error_line(exc: ValidationError) -> str:
     fields = ", ".join(
         f"{'.'.join(map(str, err['loc'])).upper()} ({err['msg'].lower()})" for err in exc.errors()
     )
-    return f"invalid settings: {fields}; copy .env.example to .env (pipenv run setup does)"
+    return f"invalid settings: {fields}; see .env.example"
 
 
 @contextmanager
 def fail_on_errors() -> Iterator[None]:
+    """Around a command's whole body: one line on stderr and exit 1 for what the user can fix."""
     try:
         yield
     except ValidationError as exc:

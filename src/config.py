@@ -1,17 +1,28 @@
-"""The one place settings are read: the environment, then `.env` at the project root."""
+"""The one place settings are read: the environment, then `.env` at the project root.
 
-from functools import lru_cache
+Each entry point (the app, `migrate`, the developer tools, the test session) calls
+`read_settings()` once and passes the result down; nothing else reads the environment.
+"""
+
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from src.cli import CommandFailure, settings_error_line
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # The value .env.example ships with: fine on a laptop, refused in production.
 PLACEHOLDER_API_KEY = "local-dev-key-change-me"
+DATABASE_FIELDS = ("postgres_user", "postgres_password", "postgres_db")
+
+
+class SettingsError(CommandFailure):
+    """Settings that cannot work: one line naming the variable."""
 
 
 class Settings(BaseSettings):
@@ -19,13 +30,16 @@ class Settings(BaseSettings):
         env_file=PROJECT_ROOT / ".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    postgres_user: str = Field(min_length=1)
-    postgres_password: SecretStr
-    postgres_db: str = Field(min_length=1)
+    # Required (or DATABASE_URL) only by what connects: offline SQL and linting need none.
+    postgres_user: str | None = Field(default=None, min_length=1)
+    postgres_password: SecretStr | None = None
+    postgres_db: str | None = Field(default=None, min_length=1)
     postgres_host: str = "localhost"
     postgres_port: int = Field(default=5555, ge=1, le=65535)
     # Overrides the five POSTGRES_* values when set (any postgresql:// driver suffix).
     database_url: str | None = None
+    # The tests' and `check-drift --configured-db`'s database instead of a throwaway one.
+    test_database_url: str | None = None
 
     # Where `pipenv run start`/`db` keep the embedded cluster (git-ignored).
     embedded_pg_dir: Path = PROJECT_ROOT / ".pgdata"
@@ -41,15 +55,10 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Larger request bodies get 413 before any parsing.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    # The app's connection pool (per process). Requests queue for one in arrival order
-    # (src.db.ConnectionGate), so overflow connections add no capacity a larger pool would
-    # not; they are closed whenever they come back to a full pool, and reopened (a login,
-    # ~ms of CPU on both sides) on the next burst.
+    # The app's connection pool (per process); see docs/performance.md for the defaults.
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)
-    # Ping each pooled connection (one round trip) before a request uses it. Off by
-    # default: asyncpg already knows a connection the server closed, and src.db replaces
-    # it before use without a round trip; only a silently dropped one fails (once, 503).
+    # Ping each pooled connection (one round trip) before a request uses it.
     db_pool_pre_ping: bool = False
 
     api_host: str = "127.0.0.1"
@@ -60,9 +69,28 @@ class Settings(BaseSettings):
     def _relative_to_project(cls, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path
 
+    @field_validator("database_url", "test_database_url")
+    @classmethod
+    def _parseable_url(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                url = make_url(value)
+            except ArgumentError:
+                raise ValueError("not a URL such as postgresql://user:pw@host:5432/db") from None
+            if not url.drivername.startswith("postgresql"):
+                raise ValueError(f"must be a postgresql:// URL, not {url.drivername}://")
+        return value
+
     def _url(self, drivername: str) -> URL:
         if self.database_url:
             return make_url(self.database_url).set(drivername=drivername)
+        missing = [name.upper() for name in DATABASE_FIELDS if getattr(self, name) is None]
+        if missing:
+            raise SettingsError(
+                f"no database configured: set {', '.join(missing)} (or DATABASE_URL) "
+                "in .env or the environment; see .env.example (pipenv run setup copies it)"
+            )
+        assert self.postgres_password is not None
         return URL.create(
             drivername,
             username=self.postgres_user,
@@ -82,8 +110,18 @@ class Settings(BaseSettings):
         """Alembic's URL: psycopg2, same database."""
         return self._url("postgresql+psycopg2")
 
+    def for_database(self, url: str | URL) -> "Settings":
+        """These settings, pointed at another database (a throwaway cluster, a test one)."""
+        if isinstance(url, URL):
+            url = url.render_as_string(hide_password=False)
+        return self.model_copy(update={"database_url": url})
+
     def startup_problem(self) -> str | None:
         """Why the app must not start with these settings, if it must not."""
+        try:
+            _ = self.sync_url
+        except SettingsError as exc:
+            return str(exc)
         if self.environment != "production":
             return None
         key = self.api_key.get_secret_value() if self.api_key else ""
@@ -100,7 +138,7 @@ class Settings(BaseSettings):
 
 
 def env_for_url(url: str) -> dict[str, str]:
-    """Environment variables that point Settings (and subprocesses) at one database."""
+    """Environment variables that point a child process's settings at one database."""
     parsed = make_url(url)
     return {
         "DATABASE_URL": url,
@@ -112,6 +150,9 @@ def env_for_url(url: str) -> dict[str, str]:
     }
 
 
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()  # type: ignore[call-arg]  # values come from env/.env
+def read_settings(**overrides: object) -> Settings:
+    """The environment and `.env`, validated; a bad value is one SettingsError line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(settings_error_line(exc)) from None

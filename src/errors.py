@@ -26,6 +26,7 @@ STATUS_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    500: "internal_error",
     503: "service_unavailable",
 }
 
@@ -79,8 +80,15 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "database unavailable, retry shortly", headers={"Retry-After": "5"})
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: the JSON body, never plain text. Starlette re-raises `exc` after this response
+    is sent, so the server logs the traceback."""
+    return error_response(500, "internal server error")
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for exc_type in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
         app.add_exception_handler(exc_type, _database_error)
+    app.add_exception_handler(Exception, _unexpected_error)

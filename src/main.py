@@ -1,4 +1,8 @@
-"""The FastAPI application: `uvicorn src.main:app`."""
+"""The FastAPI application: `uvicorn src.main:app`, or `create_app(settings)`.
+
+`app` is built on first access (PEP 562), so importing this module reads no settings:
+`pipenv run start` and the tests build their own app from settings they already hold.
+"""
 
 import gc
 from collections.abc import AsyncIterator
@@ -6,12 +10,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from pydantic import ValidationError
 
 from src import errors
-from src.cli import settings_error_line
-from src.config import Settings, get_settings
-from src.db import create_engine, create_gate, transactional
+from src.cli import CommandFailure
+from src.config import Settings, read_settings
+from src.db import Database
 from src.middleware import BodyGuard
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
@@ -20,24 +23,18 @@ from src.routes import country, health
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        # One pool: reads use it as is (autocommit), writes in transactions.
-        app.state.read_engine = engine
-        app.state.engine = transactional(engine)
-        app.state.gate = create_gate(settings)
-        # What exists now (modules, routes, schemas, SQLAlchemy metadata) lives as long as the
-        # process: keep it out of the cyclic GC's full collections, which otherwise walk it
-        # all and stall every in-flight request for tens of milliseconds. Requests free their
-        # objects by reference counting; with dozens in flight the default threshold (700)
-        # ran a young collection every ~20 requests, 10_000 runs one every few thousand.
+        app.state.database = database = Database(settings)
+        app.state.code_heads = head_revisions(alembic_config(settings))
+        # What exists now (modules, routes, schemas, metadata) lives as long as the process:
+        # keep it out of the cyclic GC's full collections, which would stall every request
+        # in flight to walk it; a higher threshold runs young collections less often.
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
-        app.state.code_heads = head_revisions(alembic_config())
         try:
             yield
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     # FastAPIOffline: /docs serves Swagger UI from the installed package, not a CDN.
     app = FastAPIOffline(
@@ -56,14 +53,19 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def app_from_environment() -> FastAPI:
-    """What uvicorn serves. Bad settings stop it with one line, not a traceback."""
+    """Settings from the environment; bad ones stop the process with one line."""
     try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise SystemExit(f"error: {settings_error_line(exc)}") from None
+        settings = read_settings()
+    except CommandFailure as exc:
+        raise SystemExit(f"error: {exc}") from None
     if problem := settings.startup_problem():
         raise SystemExit(f"error: {problem}")
     return create_app(settings)
 
 
-app = app_from_environment()
+def __getattr__(name: str) -> FastAPI:
+    if name == "app":
+        global app
+        app = app_from_environment()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

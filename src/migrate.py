@@ -16,29 +16,34 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, create_engine, func, select
+from sqlalchemy import URL, Connection, Engine, create_engine, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from src.cli import CommandFailure
-from src.config import PROJECT_ROOT, get_settings
+from src.cli import CommandFailure, fail_on_errors
+from src.config import PROJECT_ROOT, Settings, read_settings
 
 # Arbitrary but fixed: every migrator of this project must use the same key.
 MIGRATION_LOCK_ID = 7_316_092_511_004_761_345
+# Where a caller hands alembic/env.py its settings (else env.py reads the environment).
+SETTINGS_ATTRIBUTE = "settings"
 
 
 class MigrationError(CommandFailure):
     """A failure worth one line to the user."""
 
 
-def alembic_config() -> Config:
+def alembic_config(settings: Settings | None = None) -> Config:
+    """alembic.ini with absolute paths; `settings`, if given, reach env.py through it."""
     cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    if settings is not None:
+        cfg.attributes[SETTINGS_ATTRIBUTE] = settings
     return cfg
 
 
-def sync_engine() -> Engine:
-    return create_engine(get_settings().sync_url, poolclass=NullPool)
+def sync_engine(settings: Settings) -> Engine:
+    return create_engine(settings.sync_url, poolclass=NullPool)
 
 
 def head_revisions(cfg: Config) -> set[str]:
@@ -49,16 +54,33 @@ def current_revisions(connection: Connection) -> set[str]:
     return set(MigrationContext.configure(connection).get_current_heads())
 
 
+def connection_problem(url: URL, exc: OperationalError) -> str:
+    """One line for a failed connection: refused login vs nothing listening."""
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    where = f"{url.host}:{url.port}"
+    if "password authentication failed" in reason or "no password supplied" in reason:
+        return (
+            f"the database at {where} refused the login of {url.username!r} ({reason}); "
+            "check POSTGRES_USER/POSTGRES_PASSWORD (an embedded cluster keeps the password "
+            "it was created with: pipenv run db-reset recreates it, deleting its data)"
+        )
+    if "does not exist" in reason:
+        return f"the database at {where} answered, but {reason}; check POSTGRES_DB"
+    return (
+        f"cannot reach the database at {where} ({reason}); start it with `pipenv run db` "
+        "(embedded) or `docker compose up -d db`, or check POSTGRES_HOST/POSTGRES_PORT"
+    )
+
+
 @contextmanager
-def migration_lock(engine: Engine, wait_seconds: float | None = None) -> Iterator[None]:
+def migration_lock(engine: Engine, wait_seconds: float) -> Iterator[None]:
     """Hold the project's advisory lock on a dedicated connection, waiting a bounded time."""
-    wait = get_settings().migration_lock_wait_seconds if wait_seconds is None else wait_seconds
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + wait_seconds
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         while not conn.scalar(select(func.pg_try_advisory_lock(MIGRATION_LOCK_ID))):
             if time.monotonic() >= deadline:
                 raise MigrationError(
-                    f"another migration has held the migration lock for over {wait:g}s "
+                    f"another migration has held the migration lock for over {wait_seconds:g}s "
                     f"(pg_advisory_lock {MIGRATION_LOCK_ID}); is one stuck? "
                     "See pg_stat_activity, or raise MIGRATION_LOCK_WAIT_SECONDS"
                 )
@@ -69,36 +91,35 @@ def migration_lock(engine: Engine, wait_seconds: float | None = None) -> Iterato
             conn.scalar(select(func.pg_advisory_unlock(MIGRATION_LOCK_ID)))
 
 
-def upgrade(target: str = "head") -> str:
-    """Bring the database to `target`; cheap when it is already at head (no lock taken)."""
-    cfg = alembic_config()
+def upgrade(settings: Settings, target: str = "head", cfg: Config | None = None) -> str:
+    """Bring the database to `target`; cheap when it is already at head (no lock taken).
+    `cfg`: another migration history than the project's (the tests' scratch copies)."""
+    if cfg is None:
+        cfg = alembic_config(settings)
+    else:
+        cfg.attributes[SETTINGS_ATTRIBUTE] = settings
     heads = head_revisions(cfg)
+    engine = sync_engine(settings)
     try:
-        with sync_engine().connect() as conn:
+        with engine.connect() as conn:
             before = current_revisions(conn)
     except OperationalError as exc:
-        url = get_settings().sync_url
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise MigrationError(
-            f"cannot reach the database at {url.host}:{url.port}: {reason}"
-        ) from None
+        raise MigrationError(connection_problem(engine.url, exc)) from None
     if target == "head" and before == heads:
         return f"database already at head ({', '.join(sorted(heads))})"
     try:
         command.upgrade(cfg, target)
     except CommandError as exc:  # e.g. env.py's lock wait ran out: one line, no traceback
         raise MigrationError(str(exc)) from None
-    with sync_engine().connect() as conn:
+    with engine.connect() as conn:
         after = current_revisions(conn)
     was = ", ".join(sorted(before)) or "empty"
     return f"database upgraded from {was} to {', '.join(sorted(after))}"
 
 
 def main() -> int:
-    from src.cli import fail_on_errors
-
     with fail_on_errors():
-        print(upgrade())
+        print(upgrade(read_settings()))
     return 0
 
 

@@ -6,6 +6,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 
+from src.routes.deps import settings
+
 # Declared as an OpenAPI security scheme, so Swagger UI's Authorize button works.
 api_key_header = APIKeyHeader(
     name="X-API-Key",
@@ -17,7 +19,7 @@ api_key_header = APIKeyHeader(
 async def require_api_key(
     request: Request, key: Annotated[str | None, Depends(api_key_header)]
 ) -> None:
-    expected = request.app.state.settings.api_key
+    expected = settings(request).api_key
     # compare_digest: the time taken does not reveal how much of the key matched.
     if (
         expected is None

@@ -1,45 +1,39 @@
 """Test database: a throwaway embedded PostgreSQL per run, or TEST_DATABASE_URL.
 
-The schema is built by the real migrations (src.migrate), never create_all. Everything
-the code under test reads from settings is pointed at that database through the
-environment, which subprocesses (alembic CLI, src.start) inherit too.
+Settings are read once, when the session starts (a bad one stops it with one line), and
+passed explicitly: to the app, the migration runner, and (as environment variables) to
+the subprocesses tests start. The schema is built by the real migrations, never create_all.
 """
 
-import os
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from src.config import env_for_url, get_settings
-from src.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
+from devtools.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
+from src.cli import CommandFailure
+from src.config import Settings, read_settings
+from tests.helpers import API_KEY
 
-API_KEY = "test-api-key-0123456789"
-
-
-def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Response:
-    """The first answer of a server `proc` is starting; fails at once if it exits."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            output = proc.communicate()[0] if proc.stdout else ""
-            raise AssertionError(f"exited {proc.returncode}: {output}")
-        try:
-            return httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer in {seconds}s")
+SETTINGS = pytest.StashKey[Settings]()
 
 
-def point_settings_at(url: str) -> None:
-    os.environ.update(env_for_url(url), ENVIRONMENT="test", API_KEY=API_KEY)
-    get_settings.cache_clear()
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[SETTINGS] = read_settings()
+    except CommandFailure as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def base_settings(pytestconfig: pytest.Config) -> Settings:
+    """The environment's settings, as the session read them."""
+    return pytestconfig.stash[SETTINGS]
 
 
 @pytest.fixture
@@ -49,8 +43,8 @@ def cluster_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
-    if os.environ.get("TEST_DATABASE_URL"):
+def pg_cluster(base_settings: Settings) -> Iterator[EmbeddedPostgres | None]:
+    if base_settings.test_database_url:
         yield None
         return
     with throwaway(prefix="country-tests-") as pg:
@@ -58,24 +52,30 @@ def pg_cluster() -> Iterator[EmbeddedPostgres | None]:
 
 
 @pytest.fixture(scope="session")
-def database_url(pg_cluster: EmbeddedPostgres | None) -> str:
-    url = os.environ["TEST_DATABASE_URL"] if pg_cluster is None else pg_cluster.url
-    point_settings_at(url)
-    return url
+def database_url(base_settings: Settings, pg_cluster: EmbeddedPostgres | None) -> str:
+    return base_settings.test_database_url if pg_cluster is None else pg_cluster.url
 
 
 @pytest.fixture(scope="session")
-def sync_engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(get_settings().sync_url, poolclass=NullPool)
+def settings(base_settings: Settings, database_url: str) -> Settings:
+    """What the code under test runs with: the test database, the test API key."""
+    return base_settings.for_database(database_url).model_copy(
+        update={"environment": "test", "api_key": SecretStr(API_KEY)}
+    )
+
+
+@pytest.fixture(scope="session")
+def sync_engine(settings: Settings) -> Iterator[Engine]:
+    engine = create_engine(settings.sync_url, poolclass=NullPool)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def migrated(sync_engine: Engine) -> Engine:
+def migrated(settings: Settings, sync_engine: Engine) -> Engine:
     from src import migrate
 
-    migrate.upgrade()
+    migrate.upgrade(settings)
     return sync_engine
 
 
@@ -90,12 +90,12 @@ def db(migrated: Engine) -> Iterator[Engine]:
 
 
 @pytest.fixture
-async def app(request: pytest.FixtureRequest, db: Engine) -> AsyncIterator:
+async def app(request: pytest.FixtureRequest, settings: Settings, db: Engine) -> AsyncIterator:
     """The app on the test settings; parametrize it `indirect` with a dict to change some."""
     from src.main import create_app
 
-    settings = get_settings().model_copy(update=getattr(request, "param", {}))
-    async with LifespanManager(create_app(settings)) as manager:
+    overridden = settings.model_copy(update=getattr(request, "param", {}))
+    async with LifespanManager(create_app(overridden)) as manager:
         yield manager.app
 
 

@@ -25,8 +25,8 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from devtools.embedded_pg import EmbeddedPostgres, bin_dir, cluster_in, free_port
 from src.config import PROJECT_ROOT, Settings
-from src.embedded_pg import EmbeddedPostgres, bin_dir, cluster_in, free_port
 from src.migrate import alembic_config, head_revisions
 from tests.conftest import wait_for
 

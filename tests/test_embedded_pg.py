@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from src.embedded_pg import EmbeddedPgError, bin_dir, cluster_in, port_in_use
+from devtools.embedded_pg import EmbeddedPgError, bin_dir, cluster_in, port_in_use
 
 
 def test_binaries_come_from_the_wheel_only():
@@ -65,7 +65,7 @@ def test_cli_reports_port_clash_on_one_line(cluster_root: Path):
             "EMBEDDED_PG_DIR": str(cluster_root / "data"),
         }
         proc = subprocess.run(
-            [sys.executable, "-m", "src.embedded_pg", "start"],
+            [sys.executable, "-m", "devtools.embedded_pg", "start"],
             capture_output=True,
             text=True,
             env=env,

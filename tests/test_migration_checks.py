@@ -1,4 +1,4 @@
-"""The migration gates (src.migration_checks): each one passes on a good history and is
+"""The migration gates (devtools.migration_checks): each one passes on a good history and is
 shown failing on a bad one, built in a scratch copy of the project."""
 
 import re
@@ -52,7 +52,7 @@ LOG_LINE = re.compile(r"^(INFO|WARNI?N?G?|DEBUG) +\[")
 
 
 def gates(project: Path, *args: str, **env: str):
-    return run_python("-m", "src.migration_checks", *args, cwd=project, env=cli_env(**env))
+    return run_python("-m", "devtools.migration_checks", *args, cwd=project, env=cli_env(**env))
 
 
 def one_line_failure(proc) -> list[str]:
@@ -276,9 +276,9 @@ def test_squawk_allowances_are_read_without_importing_the_revision(tmp_path: Pat
 
 def test_gates_run_in_ci_hooks_and_pipfile_scripts():
     scripts = tomllib.loads((PROJECT_ROOT / "Pipfile").read_text())["scripts"]
-    assert scripts["check-migrations"] == "python -m src.migration_checks all"
+    assert scripts["check-migrations"] == "python -m devtools.migration_checks all"
     for gate in ("heads", "drift", "squawk"):
-        assert scripts[f"check-{gate}"] == f"python -m src.migration_checks {gate}"
+        assert scripts[f"check-{gate}"] == f"python -m devtools.migration_checks {gate}"
 
     ci = (PROJECT_ROOT / ".ci" / "run").read_text()
     assert "pipenv run check-migrations" in ci
@@ -288,7 +288,7 @@ def test_gates_run_in_ci_hooks_and_pipfile_scripts():
     hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
     for gate in ("heads", "squawk", "drift"):
         hook = hooks[f"migration-{gate}"]
-        assert hook["entry"] == f".venv/bin/python -m src.migration_checks {gate}"
+        assert hook["entry"] == f".venv/bin/python -m devtools.migration_checks {gate}"
         assert hook["pass_filenames"] is False
         files = re.compile(hook["files"])
         assert files.search("src/models.py")

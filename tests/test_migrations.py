@@ -7,8 +7,8 @@ import sys
 from alembic import command
 from sqlalchemy import Engine, inspect
 
+from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT
-from src.embedded_pg import free_port
 from src.migrate import alembic_config, current_revisions, head_revisions
 
 

@@ -20,8 +20,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
 from src.config import PROJECT_ROOT, env_for_url
-from src.embedded_pg import EmbeddedPostgres, free_port, throwaway
 from tests.conftest import wait_for
 
 API_KEY = "schemathesis-key-0123456789"

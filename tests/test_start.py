@@ -7,8 +7,8 @@ import sys
 
 import httpx
 
+from devtools.embedded_pg import free_port, port_in_use
 from src.config import PROJECT_ROOT
-from src.embedded_pg import free_port, port_in_use
 from tests.conftest import wait_for
 
 
@@ -28,7 +28,7 @@ def test_start_serves_the_api_and_stops_its_database(cluster_root):
         "API_KEY": "start-test-key",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "src.start"],
+        [sys.executable, "-m", "devtools.start"],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,

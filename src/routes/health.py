@@ -5,8 +5,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from src.db import run
 from src.errors import ErrorBody, error_response
+from src.routes.deps import database
 
 router = APIRouter(tags=["health"])
 
@@ -28,14 +28,11 @@ async def ready(request: Request) -> JSONResponse:
     code_heads: set[str] = request.app.state.code_heads
     try:
         # Not through the gate: a loaded app keeps one pooled connection for this probe.
-        db_heads = await run(request.app.state.read_engine, _schema_heads, transaction=False)
+        db_heads = await database(request).probe(_schema_heads)
     except (SQLAlchemyError, OSError, TimeoutError):
         return error_response(503, "database unavailable")
     if db_heads != code_heads:
-        database = ", ".join(sorted(db_heads)) or "empty"
-        code = ", ".join(sorted(code_heads))
-        return error_response(
-            503,
-            f"schema mismatch: database at {database}, code expects {code}",
-        )
+        found = ", ".join(sorted(db_heads)) or "empty"
+        expected = ", ".join(sorted(code_heads))
+        return error_response(503, f"schema mismatch: database at {found}, code expects {expected}")
     return JSONResponse({"status": "ready", "revision": ", ".join(sorted(code_heads))})

@@ -5,6 +5,8 @@ folder; never a system install): `initdb` once into a git-ignored folder, then
 `pg_ctl start`/`stop`. It listens on 127.0.0.1:<port> only, over TCP, so psql,
 Alembic and the app reach it exactly as they reach the Docker database's port.
 As root, the server runs as the unprivileged user `nobody` (Postgres refuses root).
+
+    python -m devtools.embedded_pg start|stop|status|reset [--force]
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from src.cli import CommandFailure
+from src.cli import CommandFailure, fail_on_errors
+from src.config import Settings, read_settings
 
 UNPRIVILEGED_USER = "nobody"
 
@@ -61,6 +64,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class ServerIdentity:
+    """Which postmaster runs a data folder: its PID and start time (postmaster.pid)."""
+
+    pid: int
+    started: str
+
+
 @dataclass
 class EmbeddedPostgres:
     data_dir: Path
@@ -90,14 +101,18 @@ class EmbeddedPostgres:
     def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         env.pop("PGDATA", None)
-        proc = subprocess.run(
-            [str(bin_dir() / tool), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd="/",
-            **self._run_as(),
-        )
+        binary = bin_dir() / tool
+        try:
+            proc = subprocess.run(
+                [str(binary), *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd="/",
+                **self._run_as(),
+            )
+        except PermissionError:
+            raise EmbeddedPgError(unreachable_message(binary)) from None
         if check and proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             raise EmbeddedPgError(f"{tool} failed: {detail[-1] if detail else proc.returncode}")
@@ -107,10 +122,7 @@ class EmbeddedPostgres:
         """As root, the unprivileged user must be able to reach the wheel (not under /root)."""
         proc = self._pg("postgres", "--version", check=False)
         if proc.returncode != 0:
-            raise EmbeddedPgError(
-                f"user {UNPRIVILEGED_USER!r} cannot run {bin_dir()}: keep the venv inside the "
-                "project (PIPENV_VENV_IN_PROJECT=1, as `pipenv run setup` does)"
-            )
+            raise EmbeddedPgError(unreachable_message(bin_dir() / "postgres"))
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -123,6 +135,16 @@ class EmbeddedPostgres:
             return False
         return self._pg("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
 
+    def identity(self) -> ServerIdentity | None:
+        """The running postmaster of this data folder, if one runs."""
+        if not self.is_running():
+            return None
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            return ServerIdentity(pid=int(lines[0]), started=lines[2])
+        except (OSError, IndexError, ValueError):
+            return None
+
     def init(self) -> None:
         self._check_binaries_usable()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -133,14 +155,8 @@ class EmbeddedPostgres:
             if run_as:
                 for path in (self.data_dir, Path(pw.name)):
                     os.chown(path, run_as["user"], run_as["group"])
-                reachable = subprocess.run(
-                    ["/bin/sh", "-c", 'test -w "$1"', "sh", str(self.data_dir)], **run_as
-                )
-                if reachable.returncode != 0:
-                    raise EmbeddedPgError(
-                        f"user {UNPRIVILEGED_USER!r} cannot reach {self.data_dir}: a parent "
-                        "folder is private; put the project (or EMBEDDED_PG_DIR) elsewhere"
-                    )
+                if not usable_by_server(self.data_dir, "-w"):
+                    raise EmbeddedPgError(unreachable_message(self.data_dir))
             self._pg(
                 "initdb",
                 "-D",
@@ -160,18 +176,20 @@ class EmbeddedPostgres:
         finally:
             os.unlink(pw.name)
 
-    def start(self) -> bool:
-        """Start the server if needed; True when this call started it."""
+    def start(self) -> ServerIdentity | None:
+        """Start the server if needed; the identity of the server when this call started it
+        (stop it with `stop(only=...)`), None when one already ran."""
         if self.is_running():
-            return False
+            return None
         if port_in_use(self.host, self.port):
             raise EmbeddedPgError(
-                f"port {self.port} on {self.host} is taken by something that is not this "
-                "project's database: stop it or set POSTGRES_PORT in .env"
+                f"POSTGRES_PORT {self.port} on {self.host} is taken by a program that is not "
+                "this project's embedded PostgreSQL: stop it, or set another POSTGRES_PORT in .env"
             )
         if not self.initialized:
             self.init()
         self.log_file.touch()
+        self.log_file.chmod(0o600)
         if run_as := self._run_as():
             os.chown(self.log_file, run_as["user"], run_as["group"])
         options = f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories=''"
@@ -192,12 +210,19 @@ class EmbeddedPostgres:
         if proc.returncode != 0:
             tail = self.log_file.read_text(errors="replace").strip().splitlines()[-1:]
             raise EmbeddedPgError(f"PostgreSQL did not start: {' '.join(tail) or proc.stderr}")
-        self.ensure_database()
-        return True
+        started = self.identity()
+        try:
+            self.ensure_database()
+        except BaseException:
+            self.stop(only=started)  # started here, unusable (e.g. another password): undo
+            raise
+        return started
 
-    def stop(self) -> bool:
-        """Stop the server if it runs; True when it was running."""
-        if not self.is_running():
+    def stop(self, only: ServerIdentity | None = None) -> bool:
+        """Stop the server if it runs (with `only`, if it is still that same server);
+        True when this call stopped it."""
+        running = self.identity()
+        if running is None or (only is not None and running != only):
             return False
         self._pg("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
         return True
@@ -213,12 +238,12 @@ class EmbeddedPostgres:
                 dbname="postgres",
                 connect_timeout=5,
             )
-        except psycopg2.OperationalError as exc:
+        except psycopg2.OperationalError:
             raise EmbeddedPgError(
-                f"cannot log in to the embedded cluster in {self.data_dir} as {self.user!r} "
-                f"({str(exc).strip().splitlines()[-1]}); it was initialised with other "
-                "credentials: run `pipenv run db-reset`"
-            ) from exc
+                f"the embedded PostgreSQL in {self.data_dir} refused the login of {self.user!r}: "
+                "it was created with another POSTGRES_USER/POSTGRES_PASSWORD; put those back "
+                "in .env, or run `pipenv run db-reset` (deletes its data)"
+            ) from None
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
@@ -232,6 +257,35 @@ class EmbeddedPostgres:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.log_file.unlink(missing_ok=True)
+
+
+def usable_by_server(path: Path, test: str = "-r") -> bool:
+    """Whether the unprivileged server user passes `test -r|-w|-x` on `path`."""
+    if os.geteuid() != 0:
+        return True
+    entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    return (
+        subprocess.run(
+            ["/bin/sh", "-c", 'test "$1" "$2"', "sh", test, str(path)],
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=[],
+            check=False,
+        ).returncode
+        == 0
+    )
+
+
+def unreachable_message(path: Path) -> str:
+    """One line: which folder keeps the server user out of `path`, and what to do."""
+    blocking = next(
+        (p for p in reversed(path.parents) if not usable_by_server(p, "-x")), path.parent
+    )
+    return (
+        f"you run as root, so PostgreSQL runs as user {UNPRIVILEGED_USER!r}, which cannot enter "
+        f"{blocking} (needed for {path}): clone the project outside private folders such as "
+        f"/root (e.g. under /srv or /tmp), or allow it with `chmod o+x {blocking}`"
+    )
 
 
 @contextmanager
@@ -266,10 +320,7 @@ def throwaway(prefix: str = "country-pg-", **overrides) -> Iterator[EmbeddedPost
             pg.destroy()
 
 
-def from_settings() -> EmbeddedPostgres:
-    from src.config import get_settings
-
-    settings = get_settings()
+def from_settings(settings: Settings) -> EmbeddedPostgres:
     url = settings.sync_url
     if not settings.db_is_local:
         raise EmbeddedPgError(
@@ -285,14 +336,27 @@ def from_settings() -> EmbeddedPostgres:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "reset"])
-    args = parser.parse_args(argv)
-    from src.cli import fail_on_errors
+def reset(pg: EmbeddedPostgres, force: bool) -> str:
+    if (running := pg.identity()) is not None and not force:
+        raise EmbeddedPgError(
+            f"the embedded PostgreSQL (pid {running.pid}) is running on {pg.data_dir}: stop what "
+            "uses it (pipenv run start, pipenv run db-stop), or reset anyway with --force"
+        )
+    pg.destroy()
+    return f"embedded PostgreSQL stopped and {pg.data_dir} removed"
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.embedded_pg", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("command", choices=["start", "stop", "status", "reset"])
+    parser.add_argument(
+        "--force", action="store_true", help="reset: even while the server runs (loses its data)"
+    )
+    args = parser.parse_args(argv)
     with fail_on_errors():
-        pg = from_settings()
+        pg = from_settings(read_settings())
         where = f"{pg.host}:{pg.port} (data in {pg.data_dir})"
         if args.command == "start":
             started = pg.start()
@@ -305,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"embedded PostgreSQL {'running' if running else 'not running'} on {where}")
             return 0 if running else 3
         elif args.command == "reset":
-            pg.destroy()
-            print(f"embedded PostgreSQL stopped and {pg.data_dir} removed")
+            print(reset(pg, args.force))
     return 0
 
 

@@ -1,0 +1,217 @@
+"""Helpers shared by the tests: servers, subprocesses, scratch projects, schema snapshots.
+
+The one place tests share code from (no test module imports another).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import URL, Engine, MetaData, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from src.config import PROJECT_ROOT, Settings, env_for_url
+from src.migrate import alembic_config
+
+API_KEY = "test-api-key-0123456789"
+PROJECT_FILES = ("src", "devtools", "alembic", "alembic.ini", "pyproject.toml")
+VERSION_TABLE = "alembic_version"
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Response:
+    """The first answer of a server `proc` is starting; fails at once if it exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.communicate()[0] if proc.stdout else ""
+            raise AssertionError(f"exited {proc.returncode}: {output}")
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in {seconds}s")
+
+
+def one_line_failure(proc: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a command that failed as the project promises."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@contextmanager
+def fresh_database(server: Engine) -> Iterator[URL]:
+    """An empty database on the test server, dropped afterwards (advisory locks are
+    per database, so it does not contend with the session database's migrators)."""
+    name = f"mig_{uuid.uuid4().hex[:12]}"
+    admin = server.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        try:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        except DBAPIError as exc:
+            if getattr(exc.orig, "pgcode", None) != "42501":  # insufficient_privilege
+                raise
+            pytest.skip("needs a fresh database: give TEST_DATABASE_URL's user CREATEDB")
+    try:
+        yield server.url.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def url_string(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def config_for(settings: Settings, engine: Engine, script_location: Path | None = None) -> Config:
+    """The project's alembic config, run on `engine` (env.py uses the given connection)."""
+    cfg = alembic_config(settings)
+    if script_location is not None:
+        cfg.set_main_option("script_location", str(script_location))
+    cfg.attributes["connection"] = engine
+    return cfg
+
+
+def copy_project(dest: Path) -> Path:
+    """What the alembic CLI needs of the project, copied into `dest`."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in PROJECT_FILES:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def child_env(url: URL | str | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess: this venv's tools first, the database at `url`
+    (every POSTGRES_* too, so whatever .env says does not leak in), the test API key."""
+    env = {**os.environ, "ENVIRONMENT": "test", "API_KEY": API_KEY}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if url is not None:
+        env.update(env_for_url(url if isinstance(url, str) else url_string(url)))
+    return {**env, **extra}
+
+
+def run_python(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120):
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def revisions_in_order(script: ScriptDirectory):
+    return list(reversed(list(script.walk_revisions("base", "heads"))))
+
+
+def write_revision(versions: Path, revision: str, down_revision: str | None, body: str) -> Path:
+    """A revision file in a (temporary) versions folder."""
+    path = versions / f"{revision}_test_only.py"
+    path.write_text(
+        f'"""test-only revision {revision}"""\n\n'
+        "import sqlalchemy as sa\n"
+        "from alembic import op\n\n"
+        f"revision = {revision!r}\n"
+        f"down_revision = {down_revision!r}\n"
+        "branch_labels = None\n"
+        "depends_on = None\n\n" + body
+    )
+    return path
+
+
+# A schema snapshot, from the catalogs: what a migration may change, order-insensitive.
+SNAPSHOT_QUERIES = {
+    "columns": """
+        SELECT table_name, column_name, data_type, character_maximum_length,
+               numeric_precision, is_nullable, column_default, is_identity
+        FROM information_schema.columns WHERE table_schema = 'public'""",
+    "constraints": """
+        SELECT rel.relname, con.conname, con.contype, con.convalidated,
+               pg_get_constraintdef(con.oid)
+        FROM pg_constraint con
+        JOIN pg_class rel ON rel.oid = con.conrelid
+        JOIN pg_namespace ns ON ns.oid = rel.relnamespace
+        WHERE ns.nspname = 'public'""",
+    "indexes": """
+        SELECT tbl.relname, idx.relname, pg_get_indexdef(i.indexrelid), i.indisvalid
+        FROM pg_index i
+        JOIN pg_class idx ON idx.oid = i.indexrelid
+        JOIN pg_class tbl ON tbl.oid = i.indrelid
+        JOIN pg_namespace ns ON ns.oid = tbl.relnamespace
+        WHERE ns.nspname = 'public'""",
+    "sequences": """
+        SELECT sequence_name, data_type FROM information_schema.sequences
+        WHERE sequence_schema = 'public'""",
+    "types": """
+        SELECT t.typname, t.typtype, pg_catalog.format_type(t.typbasetype, NULL),
+               array_to_string(array_agg(e.enumlabel ORDER BY e.enumsortorder), ',')
+        FROM pg_type t JOIN pg_namespace ns ON ns.oid = t.typnamespace
+        LEFT JOIN pg_enum e ON e.enumtypid = t.oid
+        WHERE ns.nspname = 'public' AND t.typtype IN ('e', 'd')
+        GROUP BY t.typname, t.typtype, t.typbasetype""",
+    "views": "SELECT viewname, definition FROM pg_views WHERE schemaname = 'public'",
+    "triggers": """
+        SELECT tbl.relname, t.tgname, pg_get_triggerdef(t.oid)
+        FROM pg_trigger t JOIN pg_class tbl ON tbl.oid = t.tgrelid
+        JOIN pg_namespace ns ON ns.oid = tbl.relnamespace
+        WHERE ns.nspname = 'public' AND NOT t.tgisinternal""",
+    "functions": """
+        SELECT p.proname, pg_get_function_identity_arguments(p.oid),
+               md5(pg_get_functiondef(p.oid))
+        FROM pg_proc p JOIN pg_namespace ns ON ns.oid = p.pronamespace
+        WHERE ns.nspname = 'public' AND p.prokind IN ('f', 'p')""",
+    "extensions": "SELECT extname FROM pg_extension",
+}
+
+
+def schema_snapshot(engine: Engine) -> dict[str, set[tuple]]:
+    """Everything about the schema but alembic's own version table."""
+    with engine.connect() as conn:
+        snapshot = {
+            kind: {tuple(row) for row in conn.exec_driver_sql(sql)}
+            for kind, sql in SNAPSHOT_QUERIES.items()
+        }
+    for kind in ("columns", "constraints", "indexes", "triggers"):
+        snapshot[kind] = {row for row in snapshot[kind] if row[0] != VERSION_TABLE}
+    return snapshot
+
+
+def schema_diff(before: dict[str, set[tuple]], after: dict[str, set[tuple]]) -> list[str]:
+    lines = []
+    for kind in before:
+        lines += [f"{kind} gone: {row}" for row in sorted(before[kind] - after[kind], key=str)]
+        lines += [f"{kind} new:  {row}" for row in sorted(after[kind] - before[kind], key=str)]
+    return lines
+
+
+def current_version(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        has_table = conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+        if not has_table:
+            return set()
+        return set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    metadata = MetaData()
+    metadata.reflect(engine)
+    with engine.connect() as conn:
+        return {
+            name: conn.scalar(select(func.count()).select_from(table))
+            for name, table in metadata.tables.items()
+        }
