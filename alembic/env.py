@@ -22,7 +22,6 @@ from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.migrate import (
     SETTINGS_ATTRIBUTE,
-    MigrationError,
     connection_problem,
     migration_lock,
     sync_engine,
@@ -107,13 +106,13 @@ def settings() -> Settings:
 
 def run_migrations_offline() -> None:
     """Emit SQL for review or a DBA (`alembic upgrade head --sql`); needs no database."""
+    limits = settings()
     context.configure(
         dialect_name="postgresql",
         literal_binds=True,
         include_object=include_object,
         **COMPARE_OPTIONS,
     )
-    limits = settings()
     with context.begin_transaction():
         # The same limits as online runs, for whoever runs this SQL (and for squawk).
         context.execute(f"SET lock_timeout = {limits.migration_lock_timeout_ms}")
@@ -153,7 +152,7 @@ def run_migrations_online() -> None:
             else:
                 with (given or engine).connect() as connection:
                     run_with(connection, limits)
-    except (MigrationError, CommandFailure) as exc:  # lock wait, settings: one line
+    except CommandFailure as exc:  # the lock wait ran out, a setting: one line
         raise CommandError(str(exc)) from None
     except OperationalError as exc:
         if exc.connection_invalidated or "connect" not in str(exc.orig).lower():

@@ -22,7 +22,8 @@ import asyncpg
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 
 from bench.ceiling_app import BY_ALPHA2, BY_ALPHA3, dsn, fetch_page
-from src.config import get_settings
+from src.config import Settings
+from src.main import app_from_environment, create_app
 from src.responses import json_with_etag
 from src.routes import country
 from src.schemas import SearchText
@@ -30,9 +31,10 @@ from src.schemas import SearchText
 
 @asynccontextmanager
 async def pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    settings: Settings = app.state.settings
+    url = settings.async_url.render_as_string(hide_password=False)
     size = settings.db_pool_size + settings.db_max_overflow
-    async with asyncpg.create_pool(dsn(), min_size=1, max_size=size) as pool:
+    async with asyncpg.create_pool(dsn(url), min_size=1, max_size=size) as pool:
         app.state.floor_pool = pool
         yield
 
@@ -63,15 +65,17 @@ async def get_country(request: Request, code: country.Code) -> Response:
     return json_with_etag(request, dict(row))
 
 
-def create_floor_app() -> FastAPI:
-    """`src.main.create_app` with this router where the real /country router goes."""
-    from src.main import create_app
-
+def create_floor_app(settings: Settings | None = None) -> FastAPI:
+    """`src.main.create_app` with this router where the real /country router goes;
+    without settings, from the environment (as `uvicorn bench.floor_app:app`)."""
     real_router, country.router = country.router, router
     try:
-        return create_app(get_settings())
+        return create_app(settings) if settings is not None else app_from_environment()
     finally:
         country.router = real_router
 
 
-app = create_floor_app()
+def __getattr__(name: str) -> FastAPI:
+    if name != "app":
+        raise AttributeError(name)
+    return create_floor_app()

@@ -23,12 +23,14 @@ from collections.abc import Awaitable, Callable
 import uvloop
 from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import greenlet_spawn  # not public: measured here only, for comparison
 
-from bench.run import point_settings_at, query_database
+from bench.run import query_database
 from devtools.embedded_pg import throwaway
 from src import migrate
 from src.cli import fail_on_errors
-from src.config import Settings, get_settings
+from src.config import Settings, read_settings
+from src.queries import COUNTRY_BY_CODE
 
 CONCURRENCY = 16
 
@@ -85,18 +87,18 @@ def asgi_get(app, paths: list[str]) -> Callable[[], Awaitable[None]]:
 
 
 async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[str, float]]:
-    from bench.ceiling_app import app as ceiling
+    from bench.ceiling_app import create_ceiling_app
     from bench.floor_app import create_floor_app
-    from src.db import run
     from src.main import create_app
-    from src.routes.country import COUNTRY_BY_CODE
 
     by_code = [f"/country/{code}" for code in codes]
     results = []
-    async with LifespanManager(ceiling) as manager:
+    url = settings.async_url.render_as_string(hide_password=False)
+    pool = settings.db_pool_size + settings.db_max_overflow
+    async with LifespanManager(create_ceiling_app(url, pool)) as manager:
         cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
         results.append(("ceiling: GET /country/{code} (Starlette + asyncpg pool)", cost))
-    async with LifespanManager(create_floor_app()) as manager:
+    async with LifespanManager(create_floor_app(settings)) as manager:
         cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
         results.append(("floor: GET /country/{code} (the app's FastAPI + asyncpg pool)", cost))
     for pre_ping in (True, False):
@@ -127,19 +129,31 @@ async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[st
             async with engine.connect() as conn:
                 (await conn.execute(stmt, {"code": random.choice(codes)})).first()._asdict()  # noqa: S311
 
+        def select(conn, code: str):
+            return conn.execute(stmt, {"code": code}).first()
+
+        def checkout_select(sync_engine, code: str):
+            with sync_engine.connect() as conn:
+                return select(conn, code)
+
         async def one_hop(engine=engine) -> None:
             code = random.choice(codes)  # noqa: S311
+            (await greenlet_spawn(checkout_select, engine.sync_engine, code))._asdict()
 
-            def select(conn):
-                return conn.execute(stmt, {"code": code}).first()
-
-            (await run(engine, select, transaction=False))._asdict()
+        async def run_sync(engine=engine) -> None:
+            code = random.choice(codes)  # noqa: S311
+            async with engine.connect() as conn:
+                (await conn.run_sync(select, code))._asdict()
 
         suffix = ", pre-ping" if pre_ping else ""
         for label, call in (
             (f"SQLAlchemy checkout alone{suffix}", checkout),
             (f"SQLAlchemy checkout + prebuilt SELECT, awaited calls{suffix}", checkout_and_select),
-            (f"SQLAlchemy checkout + prebuilt SELECT, one hop (src.db.run){suffix}", one_hop),
+            (
+                f"SQLAlchemy checkout + SELECT in AsyncConnection.run_sync (src.db){suffix}",
+                run_sync,
+            ),
+            (f"SQLAlchemy checkout + SELECT, one private greenlet_spawn hop{suffix}", one_hop),
         ):
             results.append((label, await cpu_per_call(call, n)))
         await engine.dispose()
@@ -166,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-size", type=int, default=defaults["db_pool_size"].default)
     parser.add_argument("--max-overflow", type=int, default=defaults["db_max_overflow"].default)
     args = parser.parse_args(argv)
+    with fail_on_errors():
+        base = read_settings()
     with fail_on_errors(), throwaway("country-inprocess-", user="bench") as pg:
-        point_settings_at(pg, args.pool_size, args.max_overflow)
-        print(migrate.upgrade(), flush=True)
-        settings = get_settings()
+        settings = base.for_database(pg.url).model_copy(
+            update={"db_pool_size": args.pool_size, "db_max_overflow": args.max_overflow}
+        )
+        print(migrate.upgrade(settings), flush=True)
         codes = query_database(pg)[1]
         uvloop.install()
         results = asyncio.run(measure(settings, codes, args.requests))

@@ -35,6 +35,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -45,7 +47,7 @@ import psycopg2
 from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
 from src import migrate
 from src.cli import CommandFailure, fail_on_errors
-from src.config import PROJECT_ROOT, Settings, env_for_url, get_settings
+from src.config import PROJECT_ROOT, Settings, env_for_url, read_settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPT = BENCH_DIR / "paths.lua"
@@ -87,22 +89,19 @@ SAME_BODY_PATHS = (
 # --- the database --------------------------------------------------------------------
 
 
-def point_settings_at(pg: EmbeddedPostgres, pool_size: int, max_overflow: int) -> dict[str, str]:
-    """The environment both servers (and src.migrate here) read their settings from.
+def server_env(pg: EmbeddedPostgres, pool_size: int, max_overflow: int) -> dict[str, str]:
+    """The environment every server reads its settings from.
 
     The pool is set explicitly (not from a local .env) so that runs compare; the ceiling
     sizes its asyncpg pool like the app's: it may open DB_POOL_SIZE + DB_MAX_OVERFLOW.
     """
-    env = {
+    return {
         **env_for_url(pg.url),
         "ENVIRONMENT": "test",
         "API_KEY": secrets.token_urlsafe(24),
         "DB_POOL_SIZE": str(pool_size),
         "DB_MAX_OVERFLOW": str(max_overflow),
     }
-    os.environ.update(env)
-    get_settings.cache_clear()
-    return env
 
 
 def query_database(pg: EmbeddedPostgres) -> tuple[str, list[str]]:
@@ -140,6 +139,7 @@ class Server:
     workers: int
     env: dict[str, str]
     log_path: Path
+    cwd: Path = PROJECT_ROOT  # --baseline serves src.main:app from another checkout
     port: int = 0
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -153,7 +153,7 @@ class Server:
             sys.executable,
             "-m",
             "uvicorn",
-            TARGETS[self.target],
+            TARGETS.get(self.target, TARGETS["app"]),
             "--host",
             "127.0.0.1",
             "--port",
@@ -165,7 +165,7 @@ class Server:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603
                 command,
-                cwd=PROJECT_ROOT,
+                cwd=self.cwd,
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -389,6 +389,51 @@ def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+@contextmanager
+def baseline_checkout(ref: str | None, logs: Path) -> Iterator[Path | None]:
+    """`git worktree` of `ref` (a commit, a branch): its app is served as "baseline"."""
+    if ref is None:
+        yield None
+        return
+    where = logs / "baseline"
+    proc = subprocess.run(  # noqa: S603
+        ["git", "-C", str(PROJECT_ROOT), "worktree", "add", "--detach", str(where), ref],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        detail = proc.stderr.strip().splitlines()[-1:] or [str(proc.returncode)]
+        raise CommandFailure(f"--baseline {ref}: git worktree failed: {detail[0]}")
+    try:
+        yield where
+    finally:
+        subprocess.run(  # noqa: S603
+            ["git", "-C", str(PROJECT_ROOT), "worktree", "remove", "--force", str(where)],  # noqa: S607
+            capture_output=True,
+            check=False,
+        )
+
+
+def baseline_table(raw: dict[tuple[int, str, str], list[dict]], ref: str) -> str:
+    """The app and the baseline checkout, each against the ceiling of the same rounds."""
+    lines = [
+        f"| workers | endpoint | baseline ({ref}) / ceiling | app / ceiling | app / baseline |",
+        "| ---: | --- | ---: | ---: | ---: |",
+    ]
+    for workers, endpoint, target in sorted(raw):
+        if target != "baseline":
+            continue
+        ceiling = median_of(raw[workers, endpoint, "ceiling"])["rps"]
+        base = median_of(raw[workers, endpoint, "baseline"])["rps"]
+        app = median_of(raw[workers, endpoint, "app"])["rps"]
+        lines.append(
+            f"| {workers} | `{ENDPOINTS[endpoint]}` | {base / ceiling:.2f}x | {app / ceiling:.2f}x "
+            f"| {app / base:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def summarise(raw: dict[tuple[int, str, str], list[dict]]) -> list[dict[str, Any]]:
     rows = []
     for workers in sorted({key[0] for key in raw}):
@@ -511,6 +556,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="after the rounds, sample the app with py-spy under each load (needs ptrace rights)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="also serve src.main:app as of this commit (a git worktree), side by side",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results")
     return parser.parse_args(argv)
 
@@ -535,11 +585,14 @@ def one_round(
     logs: Path,
     reference: dict[str, Any],
     raw: dict[tuple[int, str, str], list[dict]],
+    baseline: Path | None = None,
 ) -> None:
     """Every server, one after the other (the order reverses between rounds)."""
-    order = list(TARGETS) if round_no % 2 else list(reversed(TARGETS))
+    targets = [*TARGETS, *(["baseline"] if baseline else [])]
+    order = targets if round_no % 2 else list(reversed(targets))
     for target in order:
-        with Server(target, workers, env, logs / f"{target}.log") as server:
+        cwd = baseline if target == "baseline" and baseline else PROJECT_ROOT
+        with Server(target, workers, env, logs / f"{target}.log", cwd) as server:
             check_same_bodies(server.url, reference, target)
             for endpoint, paths in workloads.items():
                 if args.warmup > 0:
@@ -555,23 +608,37 @@ def one_round(
                 )
 
 
-def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
+def bench(args: argparse.Namespace, wrk: str, base: Settings) -> dict[str, Any]:
     load = Load(wrk, args.threads, args.connections)
     raw: dict[tuple[int, str, str], list[dict]] = {}
     started = time.monotonic()
     with throwaway("country-bench-", user="bench", database="countries_bench") as pg:
-        env = point_settings_at(pg, args.pool_size, args.max_overflow)
+        env = server_env(pg, args.pool_size, args.max_overflow)
         env["CEILING_POOL_RESET"] = args.ceiling_reset
-        print(f"PostgreSQL on {pg.host}:{pg.port}: {migrate.upgrade()}", flush=True)
+        settings = base.for_database(pg.url).model_copy(
+            update={"db_pool_size": args.pool_size, "db_max_overflow": args.max_overflow}
+        )
+        print(f"PostgreSQL on {pg.host}:{pg.port}: {migrate.upgrade(settings)}", flush=True)
         pg_version, codes = query_database(pg)
         workloads = {"get": [f"/country/{code}" for code in codes], "list": [LIST_PATH]}
         reference: dict[str, Any] = {}
         logs = pg.data_dir.parent
-        for workers in args.workers:
-            for round_no in range(1, args.rounds + 1):
-                one_round(args, load, env, workloads, workers, round_no, logs, reference, raw)
+        with baseline_checkout(args.baseline, logs) as baseline:
+            for workers in args.workers:
+                for round_no in range(1, args.rounds + 1):
+                    one_round(
+                        args,
+                        load,
+                        env,
+                        workloads,
+                        workers,
+                        round_no,
+                        logs,
+                        reference,
+                        raw,
+                        baseline,
+                    )
         profiles = profile_app(args, load, env, workloads, logs) if args.profile else {}
-        settings = get_settings()
     return {
         "machine": machine(pg_version, wrk),
         "settings": {
@@ -589,6 +656,7 @@ def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
             "elapsed_s": round(time.monotonic() - started),
         },
         "summary": summarise(raw),
+        "raw": raw,
         "rounds": [
             {"workers": w, "endpoint": ENDPOINTS[e], "target": t, "results": results}
             for (w, e, t), results in raw.items()
@@ -599,11 +667,13 @@ def bench(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        sys.exit(f"error: {WRK_MISSING}")
     with fail_on_errors():
-        results = bench(args, wrk)
+        settings = read_settings()
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            raise CommandFailure(WRK_MISSING)
+        results = bench(args, wrk, settings)
+        raw = results.pop("raw")  # tuple keys: the JSON has them as "rounds"
         m = results["machine"]
         print()
         print(
@@ -612,6 +682,9 @@ def main(argv: list[str] | None = None) -> int:
             f"-c{args.connections} -d{args.duration:g}s, median of {args.rounds} round(s)"
         )
         print(table(results["summary"]))
+        if args.baseline:
+            print()
+            print(baseline_table(raw, args.baseline))
         if results["profile"]:
             print(profile_report(results["profile"]))
         args.output.parent.mkdir(parents=True, exist_ok=True)

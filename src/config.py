@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         if value:
             try:
                 url = make_url(value)
-            except ArgumentError:
+            except (ArgumentError, ValueError):
                 raise ValueError("not a URL such as postgresql://user:pw@host:5432/db") from None
             if not url.drivername.startswith("postgresql"):
                 raise ValueError(f"must be a postgresql:// URL, not {url.drivername}://")

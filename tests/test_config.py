@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from src.cli import settings_error_line
-from src.config import PROJECT_ROOT, Settings
+from src.config import PROJECT_ROOT, Settings, SettingsError, read_settings
 
 BASE = {
     "POSTGRES_USER": "u",
@@ -44,14 +44,45 @@ def test_relative_embedded_dir_is_under_the_project(env):
     assert Settings(_env_file=None).embedded_pg_dir == PROJECT_ROOT / "some/dir"
 
 
-def test_missing_values_give_one_line(env):
-    env.delenv("POSTGRES_USER")
+def test_invalid_values_give_one_line_naming_each(env):
     env.setenv("POSTGRES_PORT", "99999")
+    env.setenv("DB_POOL_SIZE", "abc")
     with pytest.raises(ValidationError) as info:
         Settings(_env_file=None)
     line = settings_error_line(info.value)
     assert "\n" not in line
-    assert "POSTGRES_USER" in line and "POSTGRES_PORT" in line
+    assert "POSTGRES_PORT" in line and "DB_POOL_SIZE" in line
+
+
+def test_read_settings_turns_a_bad_value_into_a_settings_error(env):
+    env.setenv("POSTGRES_PORT", "abc")
+    with pytest.raises(SettingsError, match="POSTGRES_PORT"):
+        read_settings(_env_file=None)
+
+
+def test_missing_database_values_fail_only_where_a_database_is_needed(env):
+    env.delenv("POSTGRES_USER")
+    env.delenv("POSTGRES_PASSWORD")
+    settings = Settings(_env_file=None)  # offline SQL, linting: no database needed
+    with pytest.raises(SettingsError, match="POSTGRES_USER, POSTGRES_PASSWORD") as info:
+        settings.sync_url
+    assert "\n" not in str(info.value)
+    assert settings.startup_problem() == str(info.value)
+    assert settings.for_database("postgresql://a:b@h:1/d").sync_url.host == "h"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("not a url", "not a url such as"),
+        ("postgresql://u:p@h:abc/d", "not a url such as"),
+        ("mysql://u:p@h/d", "must be a postgresql:// url"),
+    ],
+)
+def test_database_url_is_checked_when_read(env, url, problem):
+    env.setenv("DATABASE_URL", url)
+    with pytest.raises(SettingsError, match=problem):
+        read_settings(_env_file=None)
 
 
 def test_env_example_documents_every_setting():

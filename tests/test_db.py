@@ -1,16 +1,15 @@
-"""The app's engine across a database outage: 503 while down, recovery without restart."""
+"""src/db.py: the Database across an outage (503, then recovery without restart), server-
+side closes, and transactions that leave nothing behind."""
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from src.config import get_settings
-from src.db import read, write
-from src.main import create_app
+from src.config import Settings
+from src.db import Database
+from tests.helpers import API_KEY
 
 # The pool pre-ping off (the default) and on: the app must recover either way.
 BOTH_PRE_PINGS = pytest.mark.parametrize(
@@ -40,7 +39,7 @@ async def test_outage_gives_503_then_recovers_without_restart(anon, pg_cluster, 
         written = await anon.post(
             "/country",
             json={"alpha2": "XA", "alpha3": "XAA", "name": "Down"},
-            headers={"X-API-Key": "test-api-key-0123456789"},
+            headers={"X-API-Key": API_KEY},
         )
         assert written.status_code == 503
         ready = await anon.get("/ready")
@@ -78,19 +77,19 @@ async def test_connections_closed_by_the_server_are_replaced_before_use(anon, db
 
 
 @pytest.fixture
-async def one_connection_app(db):
-    """The app on a pool of one connection: whatever a request leaves on it, the next
-    request gets."""
-    settings = get_settings().model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
-    app = create_app(settings)
-    async with LifespanManager(app):
-        yield app
+async def one_connection(settings: Settings, db):
+    """A Database on a pool of one connection: whatever a call leaves on it, the next
+    call gets."""
+    database = Database(settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0}))
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 async def test_a_failed_write_is_rolled_back_and_its_connection_reused_clean(
-    one_connection_app, db
+    one_connection: Database, db
 ):
-    request = SimpleNamespace(app=one_connection_app)  # what read()/write() use of one
     insert_xq = text("INSERT INTO country (alpha2, alpha3, name) VALUES ('XQ', 'XQQ', 'Gone')")
 
     def insert_then_fail(conn):
@@ -98,10 +97,10 @@ async def test_a_failed_write_is_rolled_back_and_its_connection_reused_clean(
         raise RuntimeError("the route failed after writing")
 
     with pytest.raises(RuntimeError):
-        await write(request, insert_then_fail)
+        await one_connection.write(insert_then_fail)
     duplicate = text("INSERT INTO country (alpha2, alpha3, name) VALUES ('GB', 'GBX', 'Dup')")
     with pytest.raises(IntegrityError):
-        await write(request, lambda conn: conn.execute(duplicate))
+        await one_connection.write(lambda conn: conn.execute(duplicate))
 
     # The one pooled connection is back in the pool, outside any transaction, and reads
     # on it work; nothing of either write was kept.
@@ -114,8 +113,21 @@ async def test_a_failed_write_is_rolled_back_and_its_connection_reused_clean(
         )
         assert open_transactions == 0
         assert conn.scalar(text("SELECT count(*) FROM country WHERE alpha2 = 'XQ'")) == 0
-    assert await read(request, lambda conn: conn.scalar(text("SELECT 1"))) == 1
-    kept = await write(request, lambda conn: conn.execute(insert_xq).rowcount)
+    assert await one_connection.read(lambda conn: conn.scalar(text("SELECT 1"))) == 1
+    kept = await one_connection.write(lambda conn: conn.execute(insert_xq).rowcount)
     assert kept == 1
     with db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM country WHERE alpha2 = 'XQ'")) == 1
+
+
+async def test_reads_do_not_open_transactions_and_writes_do(one_connection: Database, db):
+    """Which engine is which: each read statement is its own transaction (autocommit),
+    a write's statements share one (now() is the transaction's start time)."""
+
+    def same_transaction(conn) -> bool:
+        first = conn.scalar(text("SELECT now()"))
+        conn.execute(text("SELECT pg_sleep(0.01)"))
+        return first == conn.scalar(text("SELECT now()"))
+
+    assert await one_connection.read(same_transaction) is False
+    assert await one_connection.write(same_transaction) is True

@@ -1,6 +1,5 @@
 """The application object: startup refusals, offline docs, OpenAPI contract."""
 
-import os
 import re
 import subprocess
 import sys
@@ -8,13 +7,15 @@ import sys
 import pytest
 
 from src.config import PLACEHOLDER_API_KEY, PROJECT_ROOT
+from tests.helpers import child_env
 
 
-def import_app(**env: str) -> subprocess.CompletedProcess:
+def import_app(database_url: str, **env: str) -> subprocess.CompletedProcess:
+    """What `uvicorn src.main:app` does first: build the app from the environment."""
     return subprocess.run(
-        [sys.executable, "-c", "import src.main"],
+        [sys.executable, "-c", "from src.main import app"],
         cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
+        env=child_env(database_url, **env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -23,23 +24,23 @@ def import_app(**env: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("key", ["", PLACEHOLDER_API_KEY, "short"])
 def test_production_refuses_a_missing_placeholder_or_weak_key(database_url, key):
-    proc = import_app(ENVIRONMENT="production", API_KEY=key)
+    proc = import_app(database_url, ENVIRONMENT="production", API_KEY=key)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ENVIRONMENT=production needs")
     assert proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_production_starts_with_a_real_key(database_url):
-    proc = import_app(ENVIRONMENT="production", API_KEY="a-real-key-of-enough-length")
+    proc = import_app(database_url, ENVIRONMENT="production", API_KEY="a-real-key-of-enough-length")
     assert proc.returncode == 0, proc.stderr
 
 
 def test_local_accepts_the_placeholder(database_url):
-    assert import_app(ENVIRONMENT="local", API_KEY=PLACEHOLDER_API_KEY).returncode == 0
+    assert import_app(database_url, ENVIRONMENT="local", API_KEY=PLACEHOLDER_API_KEY).returncode == 0
 
 
 def test_bad_settings_are_one_line(database_url):
-    proc = import_app(ENVIRONMENT="staging")
+    proc = import_app(database_url, ENVIRONMENT="staging")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: invalid settings: ENVIRONMENT")
     assert proc.stderr.count("\n") == 1, proc.stderr

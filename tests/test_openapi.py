@@ -22,7 +22,7 @@ from schemathesis.checks import (
 
 from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
 from src.config import PROJECT_ROOT, env_for_url
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 API_KEY = "schemathesis-key-0123456789"
 CHECKS = [

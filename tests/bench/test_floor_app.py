@@ -5,17 +5,18 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from bench.ceiling_app import create_ceiling_app
+from bench.floor_app import create_floor_app
 from bench.run import SAME_BODY_PATHS
 
 
 @pytest.fixture(params=["floor", "ceiling"])
-async def other(request, db):
+async def other(request, settings, db):
     if request.param == "floor":
-        from bench.floor_app import create_floor_app
-
-        app = create_floor_app()
+        app = create_floor_app(settings)
     else:
-        from bench.ceiling_app import app
+        url = settings.async_url.render_as_string(hide_password=False)
+        app = create_ceiling_app(url, settings.db_pool_size)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -29,10 +30,8 @@ async def test_answers_like_the_app(anon, other, path):
     assert answer.json() == expected.json()
 
 
-async def test_the_floor_validates_like_the_app(anon, db):
-    from bench.floor_app import create_floor_app
-
-    async with LifespanManager(create_floor_app()) as manager:
+async def test_the_floor_validates_like_the_app(anon, settings, db):
+    async with LifespanManager(create_floor_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as floor:
             for path in ("/country/G1", "/country?limit=0", "/country?offset=-1"):
