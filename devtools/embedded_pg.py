@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{pg.host}:{pg.port} (data in {pg.data_dir})"
         if args.command == "start":
             started = pg.start()
+            if not started:
+                pg.ensure_database()  # already running: do these settings still log in?
             print(f"embedded PostgreSQL {'started' if started else 'already running'} on {where}")
         elif args.command == "stop":
             stopped = pg.stop()

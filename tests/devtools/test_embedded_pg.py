@@ -126,3 +126,17 @@ def test_binaries_the_server_user_cannot_enter_are_one_line(cluster_root: Path, 
         pg.start()
     assert "\n" not in str(info.value)
     assert not pg.initialized
+
+
+def test_a_changed_password_is_one_line_whether_or_not_the_server_runs(cluster_root: Path):
+    env = {"POSTGRES_PORT": str(embedded_pg.free_port()), "EMBEDDED_PG_DIR": str(cluster_root)}
+    assert db_command("start", **env).returncode == 0
+    try:
+        running = one_line_failure(db_command("start", **env, POSTGRES_PASSWORD="changed"))
+        assert "refused the login of 'u'" in running
+        assert db_command("stop", **env).returncode == 0
+        stopped = one_line_failure(db_command("start", **env, POSTGRES_PASSWORD="changed"))
+        assert "refused the login of 'u'" in stopped
+        assert db_command("status", **env).returncode == 3  # and it was stopped again
+    finally:
+        db_command("stop", **env)
