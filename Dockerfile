@@ -6,7 +6,8 @@
 # PROJECT_ROOT is /app. Settings come from the environment only: .env never reaches
 # the build context (.dockerignore).
 
-# Must match [requires] python_version in the Pipfile (tests/test_docker.py checks it).
+# One tested version: CI's (.ci/run), and one the Pipfile's [requires] python_version
+# allows (tests/docker/test_static.py checks both).
 ARG PYTHON_VERSION=3.11
 
 # --- build: the locked runtime dependencies in /app/.venv (no dev packages) ----------
