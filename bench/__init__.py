@@ -1,4 +1,4 @@
 """Side-by-side benchmark of the real app against a raw Starlette + asyncpg ceiling.
 
-`pipenv run bench` (see bench/run.py and the README's Performance section).
+`pipenv run bench` (see bench/run.py and docs/performance.md).
 """

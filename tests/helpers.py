@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Engine, MetaData, func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings, env_for_url
 from src.migrate import alembic_config
 
@@ -215,3 +216,18 @@ def row_counts(engine: Engine) -> dict[str, int]:
             name: conn.scalar(select(func.count()).select_from(table))
             for name, table in metadata.tables.items()
         }
+
+
+def add_to_country_model(models: Path, line: str) -> None:
+    """Add `line` (a mapped column) to the Country model of a scratch copy's src/models.py."""
+    source = models.read_text()
+    anchor = '    __tablename__ = "country"\n'
+    assert anchor in source, "src/models.py has no Country model to extend"
+    models.write_text(source.replace(anchor, anchor + line + "\n", 1))
+    if "String" not in source.split("class ", 1)[0]:
+        models.write_text("from sqlalchemy import String\n" + models.read_text())
+
+
+def unreachable_url() -> str:
+    """A database URL nothing listens on: a child given it can reach no database at all."""
+    return f"postgresql://nobody:x@127.0.0.1:{free_port()}/none"

@@ -65,7 +65,7 @@ def test_missing_database_values_fail_only_where_a_database_is_needed(env):
     env.delenv("POSTGRES_PASSWORD")
     settings = Settings(_env_file=None)  # offline SQL, linting: no database needed
     with pytest.raises(SettingsError, match="POSTGRES_USER, POSTGRES_PASSWORD") as info:
-        settings.sync_url
+        _ = settings.sync_url
     assert "\n" not in str(info.value)
     assert settings.startup_problem() == str(info.value)
     assert settings.for_database("postgresql://a:b@h:1/d").sync_url.host == "h"

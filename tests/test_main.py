@@ -36,7 +36,8 @@ def test_production_starts_with_a_real_key(database_url):
 
 
 def test_local_accepts_the_placeholder(database_url):
-    assert import_app(database_url, ENVIRONMENT="local", API_KEY=PLACEHOLDER_API_KEY).returncode == 0
+    proc = import_app(database_url, ENVIRONMENT="local", API_KEY=PLACEHOLDER_API_KEY)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_bad_settings_are_one_line(database_url):

@@ -538,7 +538,7 @@ def test_docker_docs_match_the_compose_file(compose, services):
         f"`{' '.join(command_argv(services['migrate']['command']))}`",
         "docker compose up --scale api=",
         "docker compose down --volumes",
-        "tests/test_migration_safety.py",
+        "tests/migrations/test_racing_migrators.py",
     ):
         assert fact in text, f"docs/docker.md does not say {fact}"
     # Every repository path it names exists (files move: tests/test_docker.py is gone).

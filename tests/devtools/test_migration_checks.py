@@ -12,15 +12,17 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from src import migration_checks
-from src.config import PROJECT_ROOT
+from devtools import migration_checks
+from src.config import PROJECT_ROOT, Settings
 from src.migrate import alembic_config
-from tests.test_migration_safety import (
+from tests.helpers import (
     add_to_country_model,
-    cli_env,
+    child_env,
     copy_project,
     fresh_database,
     run_python,
+    unreachable_url,
+    url_string,
     write_revision,
 )
 
@@ -52,10 +54,18 @@ LOG_LINE = re.compile(r"^(INFO|WARNI?N?G?|DEBUG) +\[")
 
 
 def gates(project: Path, *args: str, **env: str):
-    return run_python("-m", "devtools.migration_checks", *args, cwd=project, env=cli_env(**env))
+    """The gates as CI runs them, in `project`. The configured database is one nothing
+    listens on: no gate may touch a real one unless a test points it there."""
+    return run_python(
+        "-m",
+        "devtools.migration_checks",
+        *args,
+        cwd=project,
+        env=child_env(unreachable_url(), **env),
+    )
 
 
-def one_line_failure(proc) -> list[str]:
+def gate_failure(proc) -> list[str]:
     """The gate failed the documented way: exit 1, one line per problem, no traceback.
     Returns those lines (alembic's own log lines, also on stderr, left out)."""
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -80,8 +90,8 @@ def only_revisions(project: Path, *revisions: tuple[str, str | None, str]) -> Pa
     return versions
 
 
-def scratch_config(project: Path) -> Config:
-    cfg = alembic_config()
+def scratch_config(project: Path, settings: Settings) -> Config:
+    cfg = alembic_config(settings)
     cfg.set_main_option("script_location", str(project / "alembic"))
     return cfg
 
@@ -101,11 +111,11 @@ def test_heads_gate_fails_on_two_heads(project: Path):
     write_revision(versions, "aaaa00000001", head, CLEAN_BASE)
     write_revision(versions, "bbbb00000002", head, CLEAN_BASE)
 
-    lines = one_line_failure(gates(project, "heads"))
+    lines = gate_failure(gates(project, "heads"))
     assert lines[0].startswith("heads: 2 heads (aaaa00000001, bbbb00000002): ")
     assert "alembic merge heads" in lines[0]
 
-    lines = one_line_failure(gates(project, "all"))  # drift cannot run on two heads
+    lines = gate_failure(gates(project, "all"))  # drift cannot run on two heads
     assert "drift: skipped until the history has a single head" in lines
 
 
@@ -113,14 +123,10 @@ def test_heads_gate_fails_on_two_heads(project: Path):
 
 
 def test_drift_gate_passes_on_the_project(sync_engine: Engine):
-    """--configured-db: TEST_DATABASE_URL (here a fresh database), upgraded by src.migrate."""
+    """--configured-db: TEST_DATABASE_URL (here a fresh database, while the configured one
+    is unreachable), upgraded by src.migrate."""
     with fresh_database(sync_engine) as url:
-        proc = gates(
-            PROJECT_ROOT,
-            "drift",
-            "--configured-db",
-            TEST_DATABASE_URL=url.render_as_string(hide_password=False),
-        )
+        proc = gates(PROJECT_ROOT, "drift", "--configured-db", TEST_DATABASE_URL=url_string(url))
     assert proc.returncode == 0, proc.stderr
     assert "drift: database upgraded from empty to " in proc.stdout
     assert "drift: ok (the models match the migrations)" in proc.stdout
@@ -132,7 +138,7 @@ def test_drift_gate_fails_when_a_model_changes_without_a_revision(project: Path)
         project / "src" / "models.py",
         "    drifted: Mapped[str | None] = mapped_column(String(10))",
     )
-    lines = one_line_failure(gates(project, "drift"))
+    lines = gate_failure(gates(project, "drift"))
     assert lines[0] == (
         "drift: the models differ from the migrations: add_column country.drifted; "
         f"{migration_checks.REVISION_HINT}"
@@ -157,8 +163,10 @@ def test_describe_diff_names_what_changed():
 # --- squawk ----------------------------------------------------------------------------
 
 
-def test_offline_sql_per_revision_carries_the_timeouts_and_not_alembics_table():
-    cfg = alembic_config()
+def test_offline_sql_per_revision_carries_the_timeouts_and_not_alembics_table(
+    settings: Settings,
+):
+    cfg = alembic_config(settings)
     script = ScriptDirectory.from_config(cfg)
     first = next(rev for rev in script.walk_revisions() if rev.down_revision is None)
     sql = migration_checks.offline_sql(cfg, first)
@@ -188,7 +196,7 @@ def test_squawk_gate_fails_a_risky_revision(project: Path):
         project, ("aaaa00000001", None, CLEAN_BASE), ("bbbb00000002", "aaaa00000001", RISKY)
     )
     proc = gates(project, "squawk")
-    lines = one_line_failure(proc)
+    lines = gate_failure(proc)
     assert "squawk: aaaa00000001 test-only revision aaaa00000001: ok" in proc.stdout
     assert "squawk: bbbb00000002 test-only revision bbbb00000002: 2 problem(s)" in proc.stdout
     found = {line.split(": ")[2] for line in lines if line.startswith("squawk: bbbb00000002 line")}
@@ -215,7 +223,7 @@ def test_squawk_allow_in_a_revision_allows_those_rules_there_only(project: Path)
         ),
     )
     proc = gates(project, "squawk")
-    lines = one_line_failure(proc)
+    lines = gate_failure(proc)
     assert (
         "squawk: bbbb00000002 test-only revision bbbb00000002: ok; "
         "allowed adding-required-field x1 (gadget is empty when this runs); "
@@ -244,13 +252,15 @@ RISKY_ALLOWED = '"adding-required-field": "x", "require-concurrent-index-creatio
     ],
     ids=["unused", "unknown-rule", "no-reason", "not-a-dict"],
 )
-def test_squawk_allow_must_be_accurate(project: Path, capsys, allow: str, problem: str):
+def test_squawk_allow_must_be_accurate(
+    project: Path, settings: Settings, capsys, allow: str, problem: str
+):
     only_revisions(
         project,
         ("aaaa00000001", None, CLEAN_BASE),
         ("bbbb00000002", "aaaa00000001", f"squawk_allow = {allow}\n\n\n{RISKY}"),
     )
-    problems = migration_checks.check_squawk(scratch_config(project))
+    problems = migration_checks.check_squawk(scratch_config(project, settings))
     ours = [line for line in problems if line.startswith("squawk: bbbb00000002")]
     assert len(ours) == 1 and problem in ours[0], problems
     assert "squawk: bbbb00000002 test-only revision bbbb00000002: 1 problem(s)" in (

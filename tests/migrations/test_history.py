@@ -1,15 +1,12 @@
-"""The revision history itself, run for real against PostgreSQL."""
-
-import os
-import subprocess
-import sys
+"""The revision history itself, run for real against PostgreSQL; offline SQL without
+one; the alembic command line without a database."""
 
 from alembic import command
 from sqlalchemy import Engine, inspect
 
-from devtools.embedded_pg import free_port
-from src.config import PROJECT_ROOT
+from src.config import PROJECT_ROOT, Settings
 from src.migrate import alembic_config, current_revisions, head_revisions
+from tests.helpers import child_env, one_line_failure, run_python, unreachable_url
 
 
 def columns(engine: Engine, table: str) -> set[str]:
@@ -17,8 +14,8 @@ def columns(engine: Engine, table: str) -> set[str]:
     return {c["name"] for c in insp.get_columns(table)} if insp.has_table(table) else set()
 
 
-def test_upgrade_downgrade_base_upgrade(migrated: Engine):
-    cfg = alembic_config()
+def test_upgrade_downgrade_base_upgrade(settings: Settings, migrated: Engine):
+    cfg = alembic_config(settings)
     heads = head_revisions(cfg)
     assert "alpha3" in columns(migrated, "country")
     try:
@@ -34,15 +31,14 @@ def test_upgrade_downgrade_base_upgrade(migrated: Engine):
 
 
 def test_offline_sql_needs_no_database():
-    closed = free_port()
-    env = {**os.environ, "DATABASE_URL": f"postgresql://nobody:x@127.0.0.1:{closed}/none"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head", "--sql"],
+    proc = run_python(
+        "-m",
+        "alembic",
+        "upgrade",
+        "head",
+        "--sql",
         cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        env=child_env(unreachable_url()),
     )
     assert proc.returncode == 0, proc.stderr
     assert "CREATE TABLE country" in proc.stdout
@@ -51,17 +47,10 @@ def test_offline_sql_needs_no_database():
 
 
 def test_alembic_cli_without_database_is_one_line():
-    closed = free_port()
-    env = {**os.environ, "DATABASE_URL": f"postgresql://nobody:x@127.0.0.1:{closed}/none"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_python(
+        "-m", "alembic", "upgrade", "head", cwd=PROJECT_ROOT, env=child_env(unreachable_url())
     )
-    assert proc.returncode != 0
     output = proc.stdout + proc.stderr
-    assert "FAILED: cannot reach the database" in output
+    assert "FAILED: cannot reach the database" in output  # alembic's verdict, on stdout
+    assert "cannot reach the database" in one_line_failure(proc)  # and its log line
     assert "Traceback" not in output

@@ -1,0 +1,44 @@
+"""Fixtures of the migration safety nets: pytest-alembic's two, and a scratch history.
+
+Each test gets its own fresh database where it migrates (advisory locks are per
+database, so it never contends with the session database's migrators).
+"""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
+
+from src.config import PROJECT_ROOT, Settings
+from src.migrate import alembic_config as project_config
+from tests.helpers import fresh_database
+
+
+@pytest.fixture
+def alembic_config(settings: Settings) -> Config:
+    """pytest-alembic's fixture, overridden: the project's alembic.ini and alembic/, run
+    with the test settings (pytest-alembic hands env.py its own connection)."""
+    return project_config(settings)
+
+
+@pytest.fixture
+def alembic_engine(sync_engine: Engine) -> Iterator[Engine]:
+    """A new, empty PostgreSQL database for each test that asks for it."""
+    with fresh_database(sync_engine) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def scratch_alembic(tmp_path: Path) -> Path:
+    """A temporary copy of alembic/ (env.py and the revisions) for deliberately bad revisions."""
+    scratch = tmp_path / "alembic"
+    shutil.copytree(PROJECT_ROOT / "alembic", scratch, ignore=shutil.ignore_patterns("__pycache__"))
+    return scratch

@@ -1,0 +1,133 @@
+"""The migration lock (one migrator at a time, a bounded wait) and the per-migration
+lock/statement timeouts, which come from Settings."""
+
+import time
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from src.config import PROJECT_ROOT, Settings
+from src.migrate import MIGRATION_LOCK_ID, MigrationError, migration_lock
+from tests.helpers import (
+    child_env,
+    config_for,
+    current_version,
+    fresh_database,
+    row_counts,
+    run_python,
+    schema_diff,
+    schema_snapshot,
+    script_directory,
+    write_revision,
+)
+
+
+def test_migration_lock_is_exclusive_and_bounded(sync_engine: Engine):
+    """Held on one connection (by raw id), a second migration_lock() gives up on time."""
+    with fresh_database(sync_engine) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as holder:
+                holder.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_ID)))
+                started = time.monotonic()
+                with pytest.raises(MigrationError, match=r"held the migration lock for over 0\.5s"):
+                    with migration_lock(engine, wait_seconds=0.5):
+                        pytest.fail("took a lock that another session holds")
+                assert 0.5 <= time.monotonic() - started < 3
+                holder.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK_ID)))
+            with migration_lock(engine, wait_seconds=0.5):
+                pass  # free again
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "migrator",
+    [("-m", "src.migrate"), ("-m", "alembic", "upgrade", "head")],
+    ids=["src.migrate", "alembic-upgrade-head"],
+)
+def test_second_migrator_fails_fast_with_a_clear_message(sync_engine: Engine, migrator):
+    """While the lock is held, a migrator with MIGRATION_LOCK_WAIT_SECONDS=1 gives up
+    after about a second with one line that says what to do, and changes nothing."""
+    with fresh_database(sync_engine) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with migration_lock(engine, wait_seconds=5):
+                started = time.monotonic()
+                proc = run_python(
+                    *migrator,
+                    cwd=PROJECT_ROOT,
+                    env=child_env(url, MIGRATION_LOCK_WAIT_SECONDS="1"),
+                    timeout=60,
+                )
+                elapsed = time.monotonic() - started
+            output = proc.stdout + proc.stderr
+            assert proc.returncode != 0, output
+            assert "another migration has held the migration lock for over 1s" in output
+            assert "MIGRATION_LOCK_WAIT_SECONDS" in output
+            assert "Traceback" not in output
+            assert 1 <= elapsed < 20, elapsed
+            assert current_version(engine) == set()
+        finally:
+            engine.dispose()
+
+
+# The Settings field each revision runs into, the revision's one statement, and the
+# reason PostgreSQL gives for cancelling it.
+TIMEOUTS = {
+    "lock_timeout": (
+        "migration_lock_timeout_ms",
+        "op.add_column({table!r}, sa.Column('late', sa.Text()))",
+        "lock timeout",
+    ),
+    "statement_timeout": (
+        "migration_statement_timeout_ms",
+        'op.execute("SELECT pg_sleep(10)")',
+        "statement timeout",
+    ),
+}
+
+
+@pytest.mark.parametrize("field,statement,reason", TIMEOUTS.values(), ids=TIMEOUTS.keys())
+def test_migration_timeouts_cancel_a_blocked_or_slow_revision(
+    settings: Settings,
+    sync_engine: Engine,
+    scratch_alembic: Path,
+    field: str,
+    statement: str,
+    reason: str,
+):
+    """A revision stuck behind a lock, or running too long, is cancelled by the
+    per-migration timeouts from settings (not left queueing every other query)."""
+    script = script_directory()
+    (head,) = script.get_heads()
+    with fresh_database(sync_engine) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        fresh = settings.for_database(url)
+        try:
+            command.upgrade(config_for(fresh, engine), "head")
+            table = sorted(row_counts(engine))[0]
+            write_revision(
+                scratch_alembic / "versions",
+                "5104a11e55ed",
+                head,
+                f"def upgrade() -> None:\n    {statement.format(table=table)}\n\n\n"
+                "def downgrade() -> None:\n    pass\n",
+            )
+            limited = fresh.model_copy(update={field: 300})
+            before = schema_snapshot(engine)
+            with engine.connect() as reader:
+                reader.execute(text(f'LOCK TABLE "{table}" IN ACCESS SHARE MODE'))  # a long read
+                started = time.monotonic()
+                with pytest.raises(DBAPIError, match=f"canceling statement due to {reason}"):
+                    command.upgrade(config_for(limited, engine, scratch_alembic), "head")
+                assert time.monotonic() - started < 5
+                reader.rollback()
+            assert current_version(engine) == {head}
+            assert not schema_diff(before, schema_snapshot(engine))
+        finally:
+            engine.dispose()
