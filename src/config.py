@@ -4,9 +4,13 @@ Each entry point (the app, `migrate`, the developer tools, the test session) cal
 `read_settings()` once and passes the result down; nothing else reads the environment.
 """
 
+import os
+import re
+import string
 from pathlib import Path
 from typing import Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
@@ -18,6 +22,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # The value .env.example ships with: fine on a laptop, refused in production.
 PLACEHOLDER_API_KEY = "local-dev-key-change-me"
+# A production API_KEY: what secrets.token_urlsafe / token_hex produce, of real length.
+API_KEY_MIN_LENGTH = 32
+API_KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
+API_KEY_MIN_DISTINCT = 10
+API_KEY_HOWTO = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 DATABASE_FIELDS = ("postgres_user", "postgres_password", "postgres_db")
 
 
@@ -36,6 +45,11 @@ class Settings(BaseSettings):
     postgres_db: str | None = Field(default=None, min_length=1)
     postgres_host: str = "localhost"
     postgres_port: int = Field(default=5555, ge=1, le=65535)
+    # The API's own role (least privilege: DML on the app's tables, nothing else). The
+    # migration runner creates it and keeps its grants; unset, the API logs in as
+    # POSTGRES_USER, the schema owner.
+    postgres_app_user: str | None = Field(default=None, min_length=1)
+    postgres_app_password: SecretStr | None = None
     # Overrides the five POSTGRES_* values when set (any postgresql:// driver suffix).
     database_url: str | None = None
     # The tests' and `check-drift --configured-db`'s database instead of a throwaway one.
@@ -69,6 +83,11 @@ class Settings(BaseSettings):
     def _relative_to_project(cls, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path
 
+    @field_validator("postgres_app_user", "postgres_app_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("database_url", "test_database_url")
     @classmethod
     def _parseable_url(cls, value: str | None) -> str | None:
@@ -81,20 +100,29 @@ class Settings(BaseSettings):
                 raise ValueError(f"must be a postgresql:// URL, not {url.drivername}://")
         return value
 
-    def _url(self, drivername: str) -> URL:
+    def _url(
+        self, drivername: str, user: str | None = None, password: SecretStr | None = None
+    ) -> URL:
+        """The database URL for `drivername`, logging in as `user` if given (else the owner)."""
         if self.database_url:
-            return make_url(self.database_url).set(drivername=drivername)
-        missing = [name.upper() for name in DATABASE_FIELDS if getattr(self, name) is None]
+            url = make_url(self.database_url).set(drivername=drivername)
+            if user is None:
+                return url
+            return url.set(username=user, password=password and password.get_secret_value())
+        owner = user is None
+        fields = DATABASE_FIELDS if owner else ("postgres_db", "postgres_app_password")
+        missing = [name.upper() for name in fields if getattr(self, name) is None]
         if missing:
             raise SettingsError(
                 f"no database configured: set {', '.join(missing)} (or DATABASE_URL) "
                 "in .env or the environment; see .env.example (pipenv run setup copies it)"
             )
-        assert self.postgres_password is not None
+        login = self.postgres_password if owner else password
+        assert login is not None
         return URL.create(
             drivername,
-            username=self.postgres_user,
-            password=self.postgres_password.get_secret_value(),
+            username=self.postgres_user if owner else user,
+            password=login.get_secret_value(),
             host=self.postgres_host,
             port=self.postgres_port,
             database=self.postgres_db,
@@ -110,6 +138,13 @@ class Settings(BaseSettings):
         """Alembic's URL: psycopg2, same database."""
         return self._url("postgresql+psycopg2")
 
+    @property
+    def app_async_url(self) -> URL:
+        """The API's URL: asyncpg, as POSTGRES_APP_USER when set (it needs no owner password)."""
+        if self.postgres_app_user is None:
+            return self.async_url
+        return self._url("postgresql+asyncpg", self.postgres_app_user, self.postgres_app_password)
+
     def for_database(self, url: str | URL) -> "Settings":
         """These settings, pointed at another database (a throwaway cluster, a test one)."""
         if isinstance(url, URL):
@@ -119,17 +154,12 @@ class Settings(BaseSettings):
     def startup_problem(self) -> str | None:
         """Why the app must not start with these settings, if it must not."""
         try:
-            _ = self.sync_url
+            _ = self.app_async_url
         except SettingsError as exc:
             return str(exc)
         if self.environment != "production":
             return None
-        key = self.api_key.get_secret_value() if self.api_key else ""
-        if not key or key == PLACEHOLDER_API_KEY:
-            return "ENVIRONMENT=production needs a real API_KEY (not empty, not the placeholder)"
-        if len(key) < 16:
-            return "ENVIRONMENT=production needs an API_KEY of at least 16 characters"
-        return None
+        return api_key_problem(self.api_key.get_secret_value() if self.api_key else "")
 
     @property
     def db_is_local(self) -> bool:
@@ -137,10 +167,30 @@ class Settings(BaseSettings):
         return (self.sync_url.host or "localhost") in LOOPBACK_HOSTS
 
 
+def api_key_problem(key: str) -> str | None:
+    """Why `key` is not a production API_KEY: it must look like a generated token."""
+    if not key or key == PLACEHOLDER_API_KEY:
+        return f"ENVIRONMENT=production needs a real API_KEY, not the placeholder; {API_KEY_HOWTO}"
+    if (
+        len(key) < API_KEY_MIN_LENGTH
+        or not set(key) <= API_KEY_ALPHABET
+        or len(set(key)) < API_KEY_MIN_DISTINCT
+    ):
+        return (
+            f"ENVIRONMENT=production needs an API_KEY of at least {API_KEY_MIN_LENGTH} "
+            f"random letters, digits, '-' or '_' ({len(key)} characters given, "
+            f"{len(set(key))} distinct); {API_KEY_HOWTO}"
+        )
+    return None
+
+
 def env_for_url(url: str) -> dict[str, str]:
-    """Environment variables that point a child process's settings at one database."""
+    """Environment variables that point a child process's settings at one database,
+    logging in as the URL's user (POSTGRES_APP_* cleared: they would log in elsewhere)."""
     parsed = make_url(url)
     return {
+        "POSTGRES_APP_USER": "",
+        "POSTGRES_APP_PASSWORD": "",
         "DATABASE_URL": url,
         "POSTGRES_USER": parsed.username or "",
         "POSTGRES_PASSWORD": parsed.password or "",
@@ -150,8 +200,38 @@ def env_for_url(url: str) -> dict[str, str]:
     }
 
 
+# NAME=${NAME:-value} (or ${NAME-value}): the environment's NAME wins, even under pipenv.
+ENVIRONMENT_FIRST = re.compile(r"^\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):?-.*\}$")
+
+
+def pipenv_override_problem(env_file: Path) -> str | None:
+    """`pipenv run` loads .env *over* the environment (dotenv override=True), so a plain
+    `NAME=value` line there would beat `NAME=x pipenv run ...`. Lines written as
+    NAME=${NAME:-value} keep the environment first; refuse any other setting line."""
+    if not os.environ.get("PIPENV_ACTIVE") or os.environ.get("PIPENV_DONT_LOAD_ENV"):
+        return None
+    env_file = Path(os.environ.get("PIPENV_DOTENV_LOCATION") or env_file)
+    if not env_file.is_file():
+        return None
+    names = {name.upper() for name in Settings.model_fields}
+    for name, raw in dotenv_values(env_file, interpolate=False).items():
+        if name.upper() not in names or raw is None:
+            continue
+        match = ENVIRONMENT_FIRST.match(raw)
+        if not match or match["name"] != name:
+            return (
+                f"{env_file.name}: {name} is a plain NAME=value line, which `pipenv run` "
+                f"puts over the environment; write it as {name}=${{{name}:-value}} "
+                "(as .env.example does), or set PIPENV_DONT_LOAD_ENV=1"
+            )
+    return None
+
+
 def read_settings(**overrides: object) -> Settings:
     """The environment and `.env`, validated; a bad value is one SettingsError line."""
+    env_file = Settings.model_config.get("env_file")
+    if isinstance(env_file, Path) and (problem := pipenv_override_problem(env_file)):
+        raise SettingsError(problem)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

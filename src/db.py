@@ -63,7 +63,7 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.autocommit: AsyncEngine = create_async_engine(
-            settings.async_url,
+            settings.app_async_url,
             isolation_level="AUTOCOMMIT",
             pool_pre_ping=settings.db_pool_pre_ping,
             pool_size=settings.db_pool_size,

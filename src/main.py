@@ -5,6 +5,7 @@
 """
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,11 +20,18 @@ from src.middleware import BodyGuard
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
 
+logger = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.database = database = Database(settings)
+        if settings.postgres_app_user is None:
+            logger.warning(
+                "the API logs in as the schema owner: set POSTGRES_APP_USER and "
+                "POSTGRES_APP_PASSWORD for a role that can only read and write rows"
+            )
         app.state.code_heads = head_revisions(alembic_config(settings))
         # What exists now (modules, routes, schemas, metadata) lives as long as the process:
         # keep it out of the cyclic GC's full collections, which would stall every request

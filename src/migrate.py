@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, read_settings
+from src.roles import ensure_app_role
 
 # Arbitrary but fixed: every migrator of this project must use the same key.
 MIGRATION_LOCK_ID = 7_316_092_511_004_761_345
@@ -92,7 +93,8 @@ def migration_lock(engine: Engine, wait_seconds: float) -> Iterator[None]:
 
 
 def upgrade(settings: Settings, target: str = "head", cfg: Config | None = None) -> str:
-    """Bring the database to `target`; cheap when it is already at head (no lock taken).
+    """Bring the database to `target` (no migration when already at head), then the API's
+    role (src/roles.py) up to date.
     `cfg`: another migration history than the project's (the tests' scratch copies)."""
     if cfg is None:
         cfg = alembic_config(settings)
@@ -106,15 +108,21 @@ def upgrade(settings: Settings, target: str = "head", cfg: Config | None = None)
     except OperationalError as exc:
         raise MigrationError(connection_problem(engine.url, exc)) from None
     if target == "head" and before == heads:
-        return f"database already at head ({', '.join(sorted(heads))})"
-    try:
-        command.upgrade(cfg, target)
-    except CommandError as exc:  # e.g. env.py's lock wait ran out: one line, no traceback
-        raise MigrationError(str(exc)) from None
-    with engine.connect() as conn:
-        after = current_revisions(conn)
-    was = ", ".join(sorted(before)) or "empty"
-    return f"database upgraded from {was} to {', '.join(sorted(after))}"
+        done = f"database already at head ({', '.join(sorted(heads))})"
+    else:
+        try:
+            command.upgrade(cfg, target)
+        except CommandError as exc:  # e.g. env.py's lock wait ran out: one line, no traceback
+            raise MigrationError(str(exc)) from None
+        with engine.connect() as conn:
+            after = current_revisions(conn)
+        was = ", ".join(sorted(before)) or "empty"
+        done = f"database upgraded from {was} to {', '.join(sorted(after))}"
+    if settings.postgres_app_user is not None:
+        # Under the lock: concurrent GRANTs on one object can fail ("tuple concurrently updated").
+        with migration_lock(engine, settings.migration_lock_wait_seconds), engine.begin() as conn:
+            done += f"; {ensure_app_role(conn, settings)}"
+    return done
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 from devtools.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD
 
 SETTINGS = pytest.StashKey[Settings]()
 
@@ -58,9 +58,15 @@ def database_url(base_settings: Settings, pg_cluster: EmbeddedPostgres | None) -
 
 @pytest.fixture(scope="session")
 def settings(base_settings: Settings, database_url: str) -> Settings:
-    """What the code under test runs with: the test database, the test API key."""
+    """What the code under test runs with: the test database, the test API key, and the
+    API logging in as its own role (created by the `migrated` runner), whatever .env says."""
     return base_settings.for_database(database_url).model_copy(
-        update={"environment": "test", "api_key": SecretStr(API_KEY)}
+        update={
+            "environment": "test",
+            "api_key": SecretStr(API_KEY),
+            "postgres_app_user": APP_ROLE,
+            "postgres_app_password": SecretStr(APP_ROLE_PASSWORD),
+        }
     )
 
 

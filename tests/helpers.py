@@ -25,6 +25,9 @@ from src.config import PROJECT_ROOT, Settings, env_for_url
 from src.migrate import alembic_config
 
 API_KEY = "test-api-key-0123456789"
+# The API's least-privilege role in the tests (src/roles.py creates it).
+APP_ROLE = "country_api_test"
+APP_ROLE_PASSWORD = "test-app-role-password"
 PROJECT_FILES = ("src", "devtools", "alembic", "alembic.ini", "pyproject.toml")
 VERSION_TABLE = "alembic_version"
 
@@ -104,6 +107,38 @@ def child_env(url: URL | str | None = None, **extra: str) -> dict[str, str]:
     if url is not None:
         env.update(env_for_url(url if isinstance(url, str) else url_string(url)))
     return {**env, **extra}
+
+
+def pipenv_command() -> list[str]:
+    """How to run pipenv here: the README's `pipenv`, or the interpreter that has it. Only
+    a local run may lack it (CI installs it), and then the test skips saying so."""
+    if found := shutil.which("pipenv"):
+        return [found]
+    base = getattr(sys, "_base_executable", sys.executable)
+    probe = subprocess.run([base, "-c", "import pipenv"], capture_output=True)
+    if probe.returncode == 0:
+        return [base, "-m", "pipenv"]
+    if os.environ.get("CI"):
+        raise AssertionError("pipenv is not installed, and CI must run this test")
+    pytest.skip("pipenv not found (local run only; CI installs it)")
+
+
+def pipenv_project(dest: Path, dotenv: str) -> Path:
+    """A scratch copy run by `pipenv run` on this venv, with `dotenv` as its .env."""
+    copy_project(dest)
+    for name in ("Pipfile", "Pipfile.lock"):
+        shutil.copy2(PROJECT_ROOT / name, dest / name)
+    (dest / ".venv").symlink_to(PROJECT_ROOT / ".venv")
+    (dest / ".env").write_text(dotenv)
+    return dest
+
+
+def pipenv_env(**extra: str) -> dict[str, str]:
+    """A shell's environment, as if `pipenv run` were typed in a fresh terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPENV_", "VIRTUAL_ENV"))}
+    for name in Settings.model_fields:  # what the test session's own pipenv loaded
+        env.pop(name.upper(), None)
+    return {**env, "PIPENV_VENV_IN_PROJECT": "1", "PIPENV_IGNORE_VIRTUALENVS": "1", **extra}
 
 
 def run_python(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120):

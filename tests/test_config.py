@@ -1,8 +1,14 @@
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from src.cli import settings_error_line
 from src.config import PROJECT_ROOT, Settings, SettingsError, read_settings
+from tests.helpers import pipenv_command, pipenv_env, pipenv_project
 
 BASE = {
     "POSTGRES_USER": "u",
@@ -13,7 +19,14 @@ BASE = {
 
 @pytest.fixture
 def env(monkeypatch):
-    for key in ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "EMBEDDED_PG_DIR"):
+    for key in (
+        "DATABASE_URL",
+        "POSTGRES_HOST",
+        "POSTGRES_PORT",
+        "EMBEDDED_PG_DIR",
+        "POSTGRES_APP_USER",
+        "POSTGRES_APP_PASSWORD",
+    ):
         monkeypatch.delenv(key, raising=False)
     for key, value in BASE.items():
         monkeypatch.setenv(key, value)
@@ -71,6 +84,25 @@ def test_missing_database_values_fail_only_where_a_database_is_needed(env):
     assert settings.for_database("postgresql://a:b@h:1/d").sync_url.host == "h"
 
 
+def test_the_api_needs_only_its_own_credentials(env):
+    """An API pod holds the app role's password, never the schema owner's."""
+    env.delenv("POSTGRES_USER")
+    env.delenv("POSTGRES_PASSWORD")
+    env.setenv("POSTGRES_APP_USER", "api")
+    env.setenv("POSTGRES_APP_PASSWORD", "s3cret")
+    settings = Settings(_env_file=None)
+    assert settings.startup_problem() is None
+    url = settings.app_async_url
+    assert (url.drivername, url.username, url.password, url.database) == (
+        "postgresql+asyncpg",
+        "api",
+        "s3cret",
+        "d",
+    )
+    env.setenv("POSTGRES_APP_PASSWORD", "")  # blank is unset
+    assert "POSTGRES_APP_PASSWORD" in (Settings(_env_file=None).startup_problem() or "")
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
@@ -89,3 +121,59 @@ def test_env_example_documents_every_setting():
     documented = (PROJECT_ROOT / ".env.example").read_text()
     for name in Settings.model_fields:
         assert name.upper() in documented, name
+
+
+def example_dotenv(**replace: str) -> str:
+    """.env.example, with some lines replaced by `NAME=value` lines."""
+    lines = (PROJECT_ROOT / ".env.example").read_text().splitlines()
+    for name, line in replace.items():
+        lines = [line if row.startswith(f"{name}=") else row for row in lines]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_environment_wins_over_dotenv_under_pipenv_run(tmp_path: Path):
+    """`ENVIRONMENT=production pipenv run start` with the placeholder key in .env: pipenv
+    loads .env over the environment, so this used to start as `local`."""
+    project = pipenv_project(tmp_path / "project", example_dotenv())
+    proc = subprocess.run(
+        [*pipenv_command(), "run", "start"],
+        cwd=project,
+        env=pipenv_env(ENVIRONMENT="production"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ENVIRONMENT=production needs a real API_KEY"), proc.stderr
+    assert "embedded PostgreSQL" not in proc.stdout  # refused before starting anything
+
+
+def test_a_plain_dotenv_line_is_refused_under_pipenv_run(tmp_path: Path):
+    project = pipenv_project(tmp_path / "project", example_dotenv(ENVIRONMENT="ENVIRONMENT=local"))
+    proc = subprocess.run(
+        [*pipenv_command(), "run", "migrate"],
+        cwd=project,
+        env=pipenv_env(ENVIRONMENT="production"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: .env: ENVIRONMENT is a plain NAME=value line"), proc.stderr
+    assert "ENVIRONMENT=${ENVIRONMENT:-value}" in last
+
+
+def test_setup_creates_dotenv_readable_by_its_owner_only(tmp_path: Path):
+    project = pipenv_project(tmp_path / "project", "")
+    (project / ".env").unlink()
+    shutil.copy2(PROJECT_ROOT / ".env.example", project / ".env.example")
+    # setup's .env step alone: the install step needs the network and a full venv.
+    script = next(
+        line.strip()
+        for line in (PROJECT_ROOT / "Pipfile").read_text().splitlines()
+        if "cp .env.example .env" in line
+    )
+    subprocess.run(["bash", "-c", script], cwd=project, check=True, capture_output=True)
+    assert stat.S_IMODE((project / ".env").stat().st_mode) == 0o600

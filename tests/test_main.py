@@ -1,6 +1,7 @@
 """The application object: startup refusals, offline docs, OpenAPI contract."""
 
 import re
+import secrets
 import subprocess
 import sys
 
@@ -22,16 +23,30 @@ def import_app(database_url: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("key", ["", PLACEHOLDER_API_KEY, "short"])
+WEAK_KEYS = [
+    "",
+    PLACEHOLDER_API_KEY,
+    "short",
+    " " * 40,  # counted characters was all the old guard checked
+    "a" * 40,
+    "abababababababababababababababababab",  # long, two distinct characters
+    "correct horse battery staple, longer than 32",  # spaces and commas: not a token
+    "a-real-key-of-enough-length",  # 27 characters
+]
+
+
+@pytest.mark.parametrize("key", WEAK_KEYS)
 def test_production_refuses_a_missing_placeholder_or_weak_key(database_url, key):
     proc = import_app(database_url, ENVIRONMENT="production", API_KEY=key)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ENVIRONMENT=production needs")
+    assert "secrets.token_urlsafe(32)" in proc.stderr  # says how to make a good one
     assert proc.stderr.count("\n") == 1, proc.stderr
 
 
-def test_production_starts_with_a_real_key(database_url):
-    proc = import_app(database_url, ENVIRONMENT="production", API_KEY="a-real-key-of-enough-length")
+@pytest.mark.parametrize("key", [secrets.token_urlsafe(32), secrets.token_hex(16)])
+def test_production_starts_with_a_generated_key(database_url, key):
+    proc = import_app(database_url, ENVIRONMENT="production", API_KEY=key)
     assert proc.returncode == 0, proc.stderr
 
 

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def test_cluster_lifecycle(cluster_root: Path):
         pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
         owner = os.stat(f"/proc/{pid}").st_uid
         assert owner != 0, "PostgreSQL must never run as root"
+        assert stat.S_IMODE(pg.log_file.stat().st_mode) == 0o600  # it may log statements
         with pytest.raises(psycopg2.OperationalError):
             psycopg2.connect(
                 host="127.0.0.1", port=pg.port, user=pg.user, password="wrong", dbname="fresh-db"

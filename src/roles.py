@@ -1,0 +1,97 @@
+"""The API's least-privilege role, kept by the migration runner (docs/production.md).
+
+The runner logs in as the schema owner (POSTGRES_USER) and, under the migration lock,
+makes POSTGRES_APP_USER a login role that may only read and write the app's rows: DML on
+every table and sequence of the schema, now and later (default privileges), read-only on
+`alembic_version`, no DDL. Every statement is idempotent, so each run repairs drift.
+"""
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from src.cli import CommandFailure
+from src.config import Settings
+
+SCHEMA = "public"
+VERSION_TABLE = "alembic_version"
+
+
+class RoleError(CommandFailure):
+    """The app role cannot be set up as configured: one line saying why."""
+
+
+def _quote(conn: Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote_identifier(name)
+
+
+def ensure_app_role(conn: Connection, settings: Settings) -> str | None:
+    """Create or update POSTGRES_APP_USER and its grants; returns what it did, if anything."""
+    app = settings.postgres_app_user
+    if app is None:
+        return None
+    try:
+        return _ensure(conn, settings, app)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) != "42501":  # insufficient_privilege
+            raise
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise RoleError(
+            f"cannot set up the API role {app!r} as {settings.sync_url.username!r} ({reason}): "
+            "run migrations as the schema owner with CREATEROLE, or create the role yourself"
+        ) from None
+
+
+def _ensure(conn: Connection, settings: Settings, app: str) -> str:
+    owner = conn.scalar(text("SELECT current_user"))
+    if app == owner:
+        raise RoleError(
+            f"POSTGRES_APP_USER is {app!r}, the schema owner that runs migrations: "
+            "give the API its own role (or unset POSTGRES_APP_USER)"
+        )
+    role = conn.execute(
+        text("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = :r"),
+        {"r": app},
+    ).first()
+    if role is not None and any(role):
+        raise RoleError(
+            f"POSTGRES_APP_USER {app!r} is a superuser or may create roles or databases: "
+            "the API's role must not (ALTER ROLE ... NOSUPERUSER NOCREATEROLE NOCREATEDB)"
+        )
+    q_app = _quote(conn, app)
+    password = settings.postgres_app_password
+    if role is None and password is None:
+        raise RoleError(
+            f"role {app!r} (POSTGRES_APP_USER) does not exist: set POSTGRES_APP_PASSWORD "
+            "so that migrations create it, or create it yourself"
+        )
+    if password is not None:
+        # psycopg2 binds the password client-side: utility statements take no parameters.
+        verb = "CREATE" if role is None else "ALTER"
+        conn.exec_driver_sql(
+            f"{verb} ROLE {q_app} WITH LOGIN PASSWORD %(password)s",
+            {"password": password.get_secret_value()},
+        )
+    database = _quote(conn, conn.scalar(text("SELECT current_database()")))
+    schema, q_owner = _quote(conn, SCHEMA), _quote(conn, owner)
+    dml = "SELECT, INSERT, UPDATE, DELETE"
+    for statement in (
+        f"GRANT CONNECT ON DATABASE {database} TO {q_app}",
+        f"GRANT USAGE ON SCHEMA {schema} TO {q_app}",
+        f"GRANT {dml} ON ALL TABLES IN SCHEMA {schema} TO {q_app}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {q_app}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {q_owner} IN SCHEMA {schema} "
+        f"GRANT {dml} ON TABLES TO {q_app}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {q_owner} IN SCHEMA {schema} "
+        f"GRANT USAGE, SELECT ON SEQUENCES TO {q_app}",
+    ):
+        conn.exec_driver_sql(statement)
+    if conn.scalar(text("SELECT to_regclass(:t)"), {"t": f"{SCHEMA}.{VERSION_TABLE}"}):
+        conn.exec_driver_sql(
+            f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {schema}.{VERSION_TABLE} FROM {q_app}"
+        )
+    if conn.scalar(text("SELECT has_schema_privilege(:r, :s, 'CREATE')"), {"r": app, "s": SCHEMA}):
+        raise RoleError(
+            f"role {app!r} may create objects in schema {SCHEMA} (PostgreSQL before 15 lets "
+            f"everyone): as its owner, REVOKE CREATE ON SCHEMA {SCHEMA} FROM PUBLIC"
+        )
+    return f"API role {app} {'created' if role is None else 'up to date'}"

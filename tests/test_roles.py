@@ -1,0 +1,138 @@
+"""The API's least-privilege role: what it may do, what it may not, kept by the runner."""
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
+
+from src import migrate
+from src.config import Settings
+from src.db import Database
+from src.roles import RoleError
+from tests.helpers import APP_ROLE, fresh_database, url_string
+
+
+def app_engine(settings: Settings) -> Engine:
+    """psycopg2, logged in exactly as the API logs in."""
+    return create_engine(
+        settings.app_async_url.set(drivername="postgresql+psycopg2"), poolclass=NullPool
+    )
+
+
+def pgcode(engine: Engine, sql: str) -> str | None:
+    """The SQLSTATE `sql` fails with (None if it succeeds); always rolled back."""
+    with engine.connect() as conn:
+        try:
+            conn.exec_driver_sql(sql)
+        except DBAPIError as exc:
+            return exc.orig.pgcode
+        finally:
+            conn.rollback()
+    return None
+
+
+async def test_the_api_logs_in_as_its_own_unprivileged_role(settings: Settings, migrated: Engine):
+    database = Database(settings)
+    try:
+        user, is_super = await database.read(
+            lambda conn: conn.execute(
+                text("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+            ).one()
+        )
+    finally:
+        await database.dispose()
+    assert (user, is_super) == (APP_ROLE, False)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE intruder (id int)",
+        "DROP TABLE subdivision",
+        "ALTER TABLE country ADD COLUMN intruder int",
+        "TRUNCATE country CASCADE",
+        "CREATE INDEX intruder ON country (name)",
+        "SELECT rolpassword FROM pg_authid",
+        "COPY (SELECT 1) TO PROGRAM 'true'",
+        "CREATE ROLE intruder",
+        "UPDATE alembic_version SET version_num = version_num",
+        "DELETE FROM alembic_version",
+    ],
+)
+def test_the_api_role_cannot(settings: Settings, migrated: Engine, sql: str):
+    assert pgcode(app_engine(settings), sql) == "42501"  # insufficient_privilege
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) FROM country",
+        "SELECT version_num FROM alembic_version",
+        "INSERT INTO country (alpha2, alpha3, name) VALUES ('QQ', 'QQQ', 'Q')",
+        "UPDATE country SET name = name WHERE alpha2 = 'FR'",
+        "DELETE FROM subdivision WHERE code = 'FR-75C'",
+        "INSERT INTO subdivision (country_id, code, name, type) "
+        "SELECT id, 'FR-QQ', 'Q', 'test' FROM country WHERE alpha2 = 'FR'",
+    ],
+)
+def test_the_api_role_can_read_and_write_rows(settings: Settings, migrated: Engine, sql: str):
+    assert pgcode(app_engine(settings), sql) is None
+
+
+def test_tables_added_later_are_granted_and_the_runner_is_idempotent(
+    settings: Settings, sync_engine: Engine
+):
+    with fresh_database(sync_engine) as url:
+        fresh = settings.for_database(url_string(url))
+        assert migrate.upgrade(fresh).endswith(f"API role {APP_ROLE} up to date")
+        owner = create_engine(url, poolclass=NullPool)
+        with owner.begin() as conn:  # a later revision, say: created by the owner
+            conn.exec_driver_sql("CREATE TABLE later (id serial PRIMARY KEY, note text)")
+        app = app_engine(fresh)
+        assert pgcode(app, "INSERT INTO later (note) VALUES ('x')") is None
+        assert pgcode(app, "DROP TABLE later") == "42501"
+        again = migrate.upgrade(fresh)
+        assert again.startswith("database already at head"), again
+        owner.dispose()
+
+
+def test_the_runner_keeps_the_password_in_step(settings: Settings, migrated: Engine):
+    changed = settings.model_copy(update={"postgres_app_password": SecretStr("a-new-password")})
+    try:
+        migrate.upgrade(changed)
+        assert pgcode(app_engine(changed), "SELECT 1") is None
+        with pytest.raises(OperationalError, match="password authentication failed"):
+            app_engine(settings).connect()
+    finally:
+        migrate.upgrade(settings)
+    assert pgcode(app_engine(settings), "SELECT 1") is None
+
+
+def test_refuses_the_owner_or_a_privileged_role_as_the_api_role(
+    settings: Settings, migrated: Engine
+):
+    owner = settings.model_copy(update={"postgres_app_user": settings.sync_url.username})
+    with pytest.raises(RoleError, match="the schema owner that runs migrations") as info:
+        migrate.upgrade(owner)
+    assert "\n" not in str(info.value)
+
+    with migrated.connect() as conn:
+        conn.execute(text("COMMIT"))
+        conn.exec_driver_sql("CREATE ROLE too_mighty LOGIN CREATEROLE")
+    try:
+        mighty = settings.model_copy(update={"postgres_app_user": "too_mighty"})
+        with pytest.raises(RoleError, match="must not"):
+            migrate.upgrade(mighty)
+    finally:
+        with migrated.connect() as conn:
+            conn.execute(text("COMMIT"))
+            conn.exec_driver_sql("DROP ROLE too_mighty")
+
+
+def test_an_unknown_role_without_a_password_is_one_line(settings: Settings, migrated: Engine):
+    ghost = settings.model_copy(
+        update={"postgres_app_user": "no_such_role", "postgres_app_password": None}
+    )
+    with pytest.raises(RoleError, match="does not exist: set POSTGRES_APP_PASSWORD"):
+        migrate.upgrade(ghost)
