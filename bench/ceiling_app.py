@@ -15,9 +15,11 @@ no session state behind).
     DATABASE_URL=postgresql://... uvicorn bench.ceiling_app:app
 """
 
+import base64
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode
 
 import asyncpg
 import orjson
@@ -29,10 +31,12 @@ from starlette.routing import Route
 COLUMNS = "alpha2, alpha3, numeric, name, official_name, created_at"
 BY_ALPHA2 = f"SELECT {COLUMNS} FROM country WHERE alpha2 = $1"
 BY_ALPHA3 = f"SELECT {COLUMNS} FROM country WHERE alpha3 = $1"
+# As src/queries.py: one row more than the page (is there a next one?), the total
+# counted up to 1,000 in the same round trip.
+COUNT = "SELECT count(*) FROM (SELECT 1 FROM country LIMIT 1001) AS capped"
 PAGE = (
-    f"SELECT {COLUMNS}, count(*) OVER () AS total FROM country ORDER BY alpha2 LIMIT $1 OFFSET $2"
+    f"SELECT {COLUMNS}, ({COUNT}) AS total FROM country ORDER BY alpha2 LIMIT $1::int + 1 OFFSET $2"
 )
-COUNT = "SELECT count(*) FROM country"
 JSON = "application/json"
 
 
@@ -69,17 +73,29 @@ async def list_countries(request: Request) -> Response:
         limit = offset = -1
     if not (1 <= limit <= 250 and 0 <= offset < 2**31):
         return _json({"detail": "bad limit or offset", "code": "validation_error"}, 422)
-    return _json(await fetch_page(request.app.state.pool, limit, offset))
+    return _json(await fetch_page(request.app.state.pool, limit, offset, request))
 
 
-async def fetch_page(pool: asyncpg.Pool, limit: int, offset: int) -> dict:
-    """A page of countries and the total, as the app's list returns them."""
+async def fetch_page(pool: asyncpg.Pool, limit: int, offset: int, request: Request) -> dict:
+    """A page of countries, the total and the next link, as the app's list returns them."""
     rows = await pool.fetch(PAGE, limit, offset)
     total = rows[0]["total"] if rows else await pool.fetchval(COUNT)
-    items = [dict(row) for row in rows]
+    items = [dict(row) for row in rows[:limit]]
     for item in items:
         del item["total"]
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    next_link = None
+    if len(rows) > limit:
+        cursor = base64.urlsafe_b64encode(items[-1]["alpha2"].encode()).decode().rstrip("=")
+        params = [(k, v) for k, v in request.query_params.items() if k not in ("offset", "cursor")]
+        next_link = f"{request.url.path}?{urlencode([*params, ('cursor', cursor)])}"
+    return {
+        "items": items,
+        "total": min(total, 1000),
+        "total_exact": total <= 1000,
+        "limit": limit,
+        "offset": offset,
+        "next": next_link,
+    }
 
 
 def create_ceiling_app(database_url: str, max_size: int, reset: bool = True) -> Starlette:

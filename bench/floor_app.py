@@ -51,7 +51,7 @@ async def list_countries(
 ) -> Response:
     if q:
         raise HTTPException(501, "the floor app does not search")
-    page = await fetch_page(request.app.state.floor_pool, limit, offset)
+    page = await fetch_page(request.app.state.floor_pool, limit, offset, request)
     return json_with_etag(request, page)
 
 

@@ -168,6 +168,10 @@ class EmbeddedPostgres:
                 "--auth-host=scram-sha-256",
                 "--auth-local=scram-sha-256",
                 "--encoding=UTF8",
+                # Unicode case mapping (lower(), ILIKE: `?q=åland`) with no ICU and no OS
+                # locale: PostgreSQL 17+'s builtin provider. Sorting stays by code point.
+                "--locale-provider=builtin",
+                "--builtin-locale=C.UTF-8",
                 "--no-instructions",
             )
         except BaseException:

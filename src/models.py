@@ -6,7 +6,7 @@ the revisions disagree.
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Identity, MetaData, String, func
+from sqlalchemy import DateTime, ForeignKey, Identity, Index, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Deterministic, Postgres-style constraint names, so migrations can refer to them.
@@ -21,6 +21,16 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def name_search_index(table: str, name: Mapped[str]) -> Index:
+    """GIN trigrams of lower(name): serves the `?q=` substring filter (src/queries.py)."""
+    return Index(
+        f"{table}_name_trgm_idx",
+        func.lower(name).label("lower_name"),
+        postgresql_using="gin",
+        postgresql_ops={"lower_name": "gin_trgm_ops"},
+    )
 
 
 class Country(Base):
@@ -40,6 +50,8 @@ class Country(Base):
         back_populates="country", passive_deletes=True
     )
 
+    __table_args__ = (name_search_index("country", name),)
+
 
 class Subdivision(Base):
     """An ISO 3166-2 subdivision, optionally inside a parent subdivision."""
@@ -58,3 +70,5 @@ class Subdivision(Base):
     )
 
     country: Mapped[Country] = relationship(back_populates="subdivisions")
+
+    __table_args__ = (name_search_index("subdivision", name),)

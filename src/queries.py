@@ -16,6 +16,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -45,45 +46,65 @@ def by_code(code: str) -> tuple[ColumnElement[bool], dict[str, str]]:
     return _BY_CODE[len(code)], {"code": code.upper()}
 
 
-def paged(stmt: Select) -> Select:
-    """`stmt` a page at a time (bound :limit and :offset), plus count(*) OVER () for the total."""
+# Totals are counted up to this many rows, so a page costs the same at any table size.
+TOTAL_CAP = 1000
+
+
+def paged(
+    stmt: Select, key: ColumnElement, where: ColumnElement[bool] | None = None
+) -> tuple[Select, Select]:
+    """`stmt` ordered by the unique `key`, a page at a time: :limit + 1 rows (the extra one
+    says whether a next page exists) from :offset or after the key :after, plus the total
+    counted up to TOTAL_CAP in the same round trip. Also returns that count alone."""
+    counted = select(literal(1)).select_from(key.table)
+    if where is not None:
+        stmt, counted = stmt.where(where), counted.where(where)
+    total = select(func.count()).select_from(counted.limit(TOTAL_CAP + 1).subquery())
     return (
-        stmt.add_columns(func.count().over()).limit(bindparam("limit")).offset(bindparam("offset"))
-    )
+        stmt.add_columns(total.scalar_subquery().label("total"))
+        .where(key > bindparam("after"))
+        .order_by(key)
+        .limit(bindparam("limit") + 1)
+        .offset(bindparam("offset"))
+    ), total
 
 
 COUNTRY_BY_CODE = {n: select(*COUNTRY_COLUMNS).where(m) for n, m in _BY_CODE.items()}
 COUNTRY_ID_BY_CODE = {n: select(Country.id).where(m) for n, m in _BY_CODE.items()}
-COUNTRY_PAGE = paged(select(*COUNTRY_COLUMNS).order_by(Country.alpha2))
-COUNTRY_COUNT = select(func.count()).select_from(Country)
+COUNTRY_PAGE, COUNTRY_COUNT = paged(select(*COUNTRY_COLUMNS), Country.alpha2)
 _parent = aliased(Subdivision)
-SUBDIVISION_PAGE = paged(
-    select(Subdivision.code, Subdivision.name, Subdivision.type, _parent.code.label("parent_code"))
-    .outerjoin(_parent, Subdivision.parent_id == _parent.id)
-    .where(Subdivision.country_id == bindparam("country_id"))
-    .order_by(Subdivision.code)
-)
-SUBDIVISION_COUNT = (
-    select(func.count())
-    .select_from(Subdivision)
-    .where(Subdivision.country_id == bindparam("country_id"))
-)
+_OF_COUNTRY = Subdivision.country_id == bindparam("country_id")
+_SUBDIVISIONS = select(
+    Subdivision.code, Subdivision.name, Subdivision.type, _parent.code.label("parent_code")
+).outerjoin(_parent, Subdivision.parent_id == _parent.id)
+SUBDIVISION_PAGE, SUBDIVISION_COUNT = paged(_SUBDIVISIONS, Subdivision.code, _OF_COUNTRY)
 
 
 def page_of(
-    conn: Connection, stmt: Select, count_stmt: Select, params: dict, limit: int, offset: int
+    conn: Connection,
+    stmt: Select,
+    count_stmt: Select,
+    params: dict,
+    limit: int,
+    offset: int,
+    after: str | None,
 ) -> dict[str, Any]:
-    """One round trip for a `paged()` statement: the rows and the total (a second query
-    only when the page is empty)."""
-    result = conn.execute(stmt, {**params, "limit": limit, "offset": offset})
+    """One round trip for a `paged()` statement: the rows, the capped total (a second
+    query only when the page is empty) and the key after which the next page starts."""
+    bound = {**params, "limit": limit, "offset": offset, "after": after or ""}
+    result = conn.execute(stmt, bound)
     fields = tuple(result.keys())[:-1]  # zip() below stops there: the total is left out
     rows = result.all()
     total = rows[0][-1] if rows else conn.scalar(count_stmt, params)
+    more = len(rows) > limit
+    items = [dict(zip(fields, row)) for row in rows[:limit]]  # noqa: B905
     return {
-        "items": [dict(zip(fields, row)) for row in rows],  # noqa: B905
-        "total": total,
+        "items": items,
+        "total": min(total, TOTAL_CAP),
+        "total_exact": total <= TOTAL_CAP,
         "limit": limit,
         "offset": offset,
+        "next_after": items[-1][fields[0]] if more else None,
     }
 
 
@@ -96,22 +117,34 @@ def country(conn: Connection, code: str) -> dict[str, Any] | None:
     return None if row is None else row._asdict()
 
 
-def country_page(conn: Connection, q: str | None, limit: int, offset: int) -> dict[str, Any]:
+def country_page(
+    conn: Connection, q: str | None, limit: int, offset: int, after: str | None
+) -> dict[str, Any]:
     stmt, count = COUNTRY_PAGE, COUNTRY_COUNT
     if q:  # autoescape needs the text itself, so this filter is built per request
-        match = Country.name.icontains(q, autoescape=True)
-        stmt, count = stmt.where(match), count.where(match)
-    return page_of(conn, stmt, count, {}, limit, offset)
+        stmt, count = paged(select(*COUNTRY_COLUMNS), Country.alpha2, _name_match(Country, q))
+    return page_of(conn, stmt, count, {}, limit, offset, after)
 
 
-def subdivision_page(conn: Connection, code: str, limit: int, offset: int) -> dict[str, Any] | None:
+def subdivision_page(
+    conn: Connection, code: str, q: str | None, limit: int, offset: int, after: str | None
+) -> dict[str, Any] | None:
     """A country's subdivisions, or None when there is no such country."""
     _, params = by_code(code)
     country_id = conn.scalar(COUNTRY_ID_BY_CODE[len(code)], params)
     if country_id is None:
         return None
-    params = {"country_id": country_id}
-    return page_of(conn, SUBDIVISION_PAGE, SUBDIVISION_COUNT, params, limit, offset)
+    stmt, count = SUBDIVISION_PAGE, SUBDIVISION_COUNT
+    if q:
+        stmt, count = paged(
+            _SUBDIVISIONS, Subdivision.code, _OF_COUNTRY & _name_match(Subdivision, q)
+        )
+    return page_of(conn, stmt, count, {"country_id": country_id}, limit, offset, after)
+
+
+def _name_match(model: type[Country] | type[Subdivision], q: str) -> ColumnElement[bool]:
+    """lower(name) LIKE '%q%': served by the trigram index on lower(name)."""
+    return model.name.icontains(q, autoescape=True)
 
 
 # --- writes --------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Request and response bodies: the API's contract, validated by Pydantic v2."""
 
+import base64
+import binascii
 import unicodedata
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
@@ -109,8 +111,38 @@ class SubdivisionRead(BaseModel):
 Item = TypeVar("Item")
 
 
+def _decode_cursor(value: str) -> str:
+    """The sort key after which the page starts (the cursor is its base64url form)."""
+    try:
+        key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor from a `next` link") from None
+    _clean_text(key)
+    return key
+
+
+def encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+Cursor = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    AfterValidator(_decode_cursor),
+]
+
+
 class Page(BaseModel, Generic[Item]):
     items: list[Item]
-    total: int = Field(description="matching items in all pages")
+    total: int = Field(
+        description="matching items in all pages, counted up to a cap: exact when "
+        "`total_exact`, else a lower bound"
+    )
+    total_exact: bool
     limit: int
     offset: int
+    next: str | None = Field(
+        description="the next page (keyset: stable under concurrent inserts), or null "
+        "on the last one",
+        examples=["/country?limit=50&cursor=R0I"],
+    )

@@ -4,7 +4,8 @@ Handlers validate, hand the SQL in src.queries to the Database (reads on autocom
 connections, writes in a transaction) and serialise the result once (src.responses).
 """
 
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 
@@ -16,9 +17,11 @@ from src.schemas import (
     CountryCreate,
     CountryRead,
     CountryUpdate,
+    Cursor,
     Page,
     SearchText,
     SubdivisionRead,
+    encode_cursor,
 )
 from src.security import WriteAccess
 
@@ -33,7 +36,35 @@ Code = Annotated[
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=250, description="page size")]
-Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="items to skip")]
+Offset = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=2**31 - 1,
+        description="items to skip (prefer `cursor`: a deep offset "
+        "costs a scan of every skipped row)",
+    ),
+]
+After = Annotated[
+    Cursor | None,
+    Query(alias="cursor", description="where the page starts: from the previous page's `next`"),
+]
+Search = Annotated[SearchText | None, Query(description="case-insensitive substring of the name")]
+
+
+def page_response(request: Request, page: dict[str, Any]) -> Response:
+    """The page as JSON, its `next_after` key turned into a `next` link to the next page."""
+    after = page.pop("next_after")
+    page["next"] = None
+    if after is not None:
+        params = {k: v for k, v in request.query_params.items() if k not in ("offset", "cursor")}
+        page["next"] = f"{request.url.path}?{urlencode({**params, 'cursor': encode_cursor(after)})}"
+    return json_with_etag(request, page)
+
+
+def one_way_to_page(offset: int, after: str | None) -> None:
+    if offset and after is not None:
+        raise HTTPException(422, "send either cursor or offset, not both")
 
 
 def not_found(code: str) -> HTTPException:
@@ -59,14 +90,14 @@ def conflict(exc: queries.DuplicateCountry, values: dict) -> HTTPException:
     },
 )
 async def list_countries(
-    request: Request,
-    limit: Limit = 50,
-    offset: Offset = 0,
-    q: Annotated[SearchText | None, Query(description="case-insensitive name filter")] = None,
+    request: Request, limit: Limit = 50, offset: Offset = 0, after: After = None, q: Search = None
 ) -> Response:
-    """Countries ordered by alpha-2 code, a page at a time."""
-    page = await database(request).read(lambda conn: queries.country_page(conn, q, limit, offset))
-    return json_with_etag(request, page)
+    """Countries ordered by alpha-2 code, a page at a time: follow `next`."""
+    one_way_to_page(offset, after)
+    page = await database(request).read(
+        lambda conn: queries.country_page(conn, q, limit, offset, after)
+    )
+    return page_response(request, page)
 
 
 @router.get(
@@ -96,15 +127,21 @@ async def get_country(request: Request, code: Code) -> Response:
     },
 )
 async def list_subdivisions(
-    request: Request, code: Code, limit: Limit = 50, offset: Offset = 0
+    request: Request,
+    code: Code,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    after: After = None,
+    q: Search = None,
 ) -> Response:
     """A country's ISO 3166-2 subdivisions ordered by code, with their parent's code."""
+    one_way_to_page(offset, after)
     page = await database(request).read(
-        lambda conn: queries.subdivision_page(conn, code, limit, offset)
+        lambda conn: queries.subdivision_page(conn, code, q, limit, offset, after)
     )
     if page is None:
         raise not_found(code)
-    return json_with_etag(request, page)
+    return page_response(request, page)
 
 
 @router.post(

@@ -122,6 +122,14 @@ def test_db_is_the_embedded_major_version_on_loopback_with_a_named_volume(compos
     assert db.get("restart") in ("always", "unless-stopped")
 
 
+def test_db_uses_the_embedded_clusters_locale(services):
+    """Same case mapping as the embedded cluster (devtools/embedded_pg.py initdb), so
+    `?q=åland` behaves alike on both."""
+    args = services["db"]["environment"]["POSTGRES_INITDB_ARGS"].split()
+    assert "--locale-provider=builtin" in args
+    assert "--locale=C.UTF-8" in args
+
+
 def test_db_healthcheck_uses_tcp(services):
     argv = healthcheck_argv(services["db"]["healthcheck"]["test"])
     command = interpolate(" ".join(argv))

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 NEW = {"alpha2": "XA", "alpha3": "XAA", "name": "Test Land"}
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def row(db: Engine, alpha2: str):
@@ -127,6 +128,110 @@ async def test_subdivisions_of_unknown_country_is_404(anon, db):
     response = await anon.get("/country/QQ/subdivisions")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+# --- keyset pages ------------------------------------------------------------------
+
+
+async def walk(anon, url: str, params: dict | None = None, between=None) -> list[dict]:
+    """Every item of a list, following `next` links; `between(page_no)` runs between pages."""
+    items, response, page_no = [], await anon.get(url, params=params), 0
+    while True:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items += body["items"]
+        if body["next"] is None:
+            return items
+        assert len(body["items"]) == body["limit"]
+        page_no += 1
+        if between is not None:
+            await between(page_no)
+        response = await anon.get(body["next"])
+
+
+async def test_next_links_walk_every_country_once(anon, db):
+    codes = sorted(c.alpha_2 for c in pycountry.countries)
+    items = await walk(anon, "/country", {"limit": 37})
+    assert [i["alpha2"] for i in items] == codes
+    last = (await anon.get("/country", params={"offset": len(codes) - 5})).json()
+    assert last["next"] is None and last["total_exact"] is True
+
+
+async def test_keyset_pages_are_stable_under_concurrent_inserts(anon, client, db):
+    """Rows inserted before and after the cursor while a client pages neither repeat nor
+    hide the rows that were there (an offset would repeat one per row inserted before)."""
+    codes = sorted(c.alpha_2 for c in pycountry.countries)
+
+    taken = set(codes)
+    free = sorted(a + b for a in ALPHABET for b in ALPHABET if a + b not in taken)
+    before, after = free[:3], free[-3:]  # below page 2's cursor, and above every cursor
+
+    async def insert(page_no: int) -> None:
+        if page_no <= 3:
+            for alpha2 in (before[page_no - 1], after[page_no - 1]):
+                body = {"alpha2": alpha2, "alpha3": f"Q{alpha2}", "name": "Inserted"}
+                assert (await client.post("/country", json=body)).status_code == 201
+
+    items = await walk(anon, "/country", {"limit": 50}, between=insert)
+    seen = [i["alpha2"] for i in items]
+    assert len(seen) == len(set(seen)), "an item was served twice"
+    assert set(codes) <= set(seen), "an item that was there all along was skipped"
+    assert set(after) <= set(seen)  # inserted ahead of the cursor: served when reached
+
+
+@pytest.mark.parametrize(
+    ("q", "alpha2"), [("åland", "AX"), ("CÔTE", "CI"), ("türkiye", "TR"), ("RÉUNION", "RE")]
+)
+async def test_name_filter_folds_case_beyond_ascii(anon, db, q, alpha2):
+    """The database's builtin C.UTF-8 locale: lower() maps Å to å (a C locale does not)."""
+    found = (await anon.get("/country", params={"q": q})).json()
+    assert alpha2 in [i["alpha2"] for i in found["items"]], found
+
+
+async def test_cursor_keeps_the_filter_and_subdivisions_filter_by_name(anon, db):
+    islands = sorted(c.alpha_2 for c in pycountry.countries if "island" in c.name.lower())
+    items = await walk(anon, "/country", {"q": "island", "limit": 3})
+    assert [i["alpha2"] for i in items] == islands
+    found = (await anon.get("/country/FR/subdivisions", params={"q": "PARIS"})).json()
+    assert [s["code"] for s in found["items"]] == ["FR-75C"]
+    assert found["total"] == 1 and found["total_exact"] is True
+    found = (await anon.get("/country/FR/subdivisions", params={"q": "ÎLE-DE"})).json()
+    assert [s["code"] for s in found["items"]] == ["FR-IDF"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"cursor": "!!"},
+        {"cursor": "a" * 65},
+        {"cursor": "_w"},  # not UTF-8 once decoded
+        {"cursor": "AA"},  # a NUL byte once decoded
+        {"cursor": "R0I", "offset": 5},  # one way to page at a time
+    ],
+)
+async def test_bad_cursors_are_422(anon, db, params):
+    for url in ("/country", "/country/FR/subdivisions"):
+        response = await anon.get(url, params=params)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "validation_error"
+
+
+async def test_totals_are_exact_up_to_the_cap_then_a_lower_bound(anon, db):
+    from src.queries import TOTAL_CAP
+
+    with db.begin() as conn:
+        conn.execute(text("INSERT INTO country (alpha2, alpha3, name) VALUES ('XQ', 'XQQ', 'Big')"))
+        conn.execute(
+            text(
+                "INSERT INTO subdivision (country_id, code, name, type) "
+                "SELECT (SELECT id FROM country WHERE alpha2 = 'XQ'), 'XQ' || n, 'S' || n, 't' "
+                "FROM generate_series(1, :n) AS n"
+            ),
+            {"n": TOTAL_CAP + 5},
+        )
+    page = (await anon.get("/country/XQ/subdivisions", params={"limit": 10})).json()
+    assert (page["total"], page["total_exact"]) == (TOTAL_CAP, False)
+    assert len(await walk(anon, "/country/XQ/subdivisions", {"limit": 250})) == TOTAL_CAP + 5
 
 
 # --- conditional GET -------------------------------------------------------------
