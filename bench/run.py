@@ -561,6 +561,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="GIT_REF",
         help="also serve src.main:app as of this commit (a git worktree), side by side",
     )
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="instead: the app's lists at 10^3..10^6 rows, each against its 10^3 figure",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results")
     return parser.parse_args(argv)
 
@@ -665,6 +670,19 @@ def bench(args: argparse.Namespace, wrk: str, base: Settings) -> dict[str, Any]:
     }
 
 
+def growth(args: argparse.Namespace, wrk: str, settings: Settings) -> int:
+    from bench.growth import growth_table, run_growth  # it imports this module
+
+    results = run_growth(args, wrk, settings)
+    print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, one worker")
+    print(growth_table(results["results"]))
+    output = args.output.with_name(args.output.stem + "-growth.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with fail_on_errors():
@@ -672,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         wrk = shutil.which("wrk")
         if wrk is None:
             raise CommandFailure(WRK_MISSING)
+        if args.growth:
+            return growth(args, wrk, settings)
         results = bench(args, wrk, settings)
         raw = results.pop("raw")  # tuple keys: the JSON has them as "rounds"
         m = results["machine"]

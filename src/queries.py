@@ -135,16 +135,20 @@ def subdivision_page(
     if country_id is None:
         return None
     stmt, count = SUBDIVISION_PAGE, SUBDIVISION_COUNT
-    if q:
-        stmt, count = paged(
-            _SUBDIVISIONS, Subdivision.code, _OF_COUNTRY & _name_match(Subdivision, q)
-        )
+    if q:  # the country inline too: the plan must know how many rows it has (_name_match)
+        inline = Subdivision.country_id == bindparam("country_id", literal_execute=True)
+        stmt, count = paged(_SUBDIVISIONS, Subdivision.code, inline & _name_match(Subdivision, q))
     return page_of(conn, stmt, count, {"country_id": country_id}, limit, offset, after)
 
 
 def _name_match(model: type[Country] | type[Subdivision], q: str) -> ColumnElement[bool]:
-    """lower(name) LIKE '%q%': served by the trigram index on lower(name)."""
-    return model.name.icontains(q, autoescape=True)
+    """lower(name) LIKE lower('%q%'), served by the trigram index on lower(name). The
+    pattern is rendered into the SQL (quoted by SQLAlchemy; literal_execute), not bound:
+    a prepared statement's generic plan cannot see it, so it would pick the country_id
+    index and filter every row of the country instead of asking the trigram index."""
+    escaped = q.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    pattern = bindparam("pattern", f"%{escaped}%", literal_execute=True)
+    return func.lower(model.name).like(func.lower(pattern), escape="/")
 
 
 # --- writes --------------------------------------------------------------------------
