@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import psycopg2
 from psycopg2 import sql
@@ -222,13 +223,18 @@ class EmbeddedPostgres:
             raise
         return started
 
-    def stop(self, only: ServerIdentity | None = None) -> bool:
+    def stop(
+        self,
+        only: ServerIdentity | None = None,
+        mode: Literal["smart", "fast", "immediate"] = "fast",
+        wait: bool = True,
+    ) -> bool:
         """Stop the server if it runs (with `only`, if it is still that same server);
-        True when this call stopped it."""
+        True when this call stopped it (or, with wait=False, asked it to stop)."""
         running = self.identity()
         if running is None or (only is not None and running != only):
             return False
-        self._pg("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+        self._pg("pg_ctl", "stop", "-w" if wait else "-W", "-m", mode, "-D", str(self.data_dir))
         return True
 
     def ensure_database(self) -> None:

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
+RETRY_AFTER_SECONDS = "5"
 STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -64,8 +65,38 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, "request validation failed", errors)
 
 
+# SQLSTATEs that say "the database cannot serve right now", not "this request is wrong":
+# connection exceptions (08), transient rollbacks such as deadlocks (40), insufficient
+# resources such as too many connections (53), shutting down, crashed or still starting
+# (57P), system errors (58), a standby refusing a write, a statement cancelled.
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57P", "58")
+UNAVAILABLE_SQLSTATES = {
+    "25006",  # read_only_sql_transaction: a standby, or a primary demoted to one
+    "57014",  # query_canceled: statement_timeout, or a cancel from an administrator
+    "25P03",  # idle_in_transaction_session_timeout: the session is gone
+}
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, through SQLAlchemy's and asyncpg's wrappers."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        for attribute in ("sqlstate", "pgcode"):
+            code = getattr(seen, attribute, None)
+            if isinstance(code, str) and code:
+                return code
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
+
+
 def is_database_outage(exc: BaseException) -> bool:
-    """Connection-level failures (database down, restarting, unreachable), not bad SQL."""
+    """The database is unavailable (down, starting, stopping, full, read-only, unreachable)
+    rather than the request or the code being wrong: decided by SQLSTATE when there is one."""
+    code = sqlstate(exc)
+    if code is not None:
+        return code in UNAVAILABLE_SQLSTATES or code.startswith(UNAVAILABLE_SQLSTATE_CLASSES)
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
         return True
     if isinstance(exc, DBAPIError):
@@ -73,11 +104,16 @@ def is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError)
 
 
+def database_unavailable(detail: str = "database unavailable, retry shortly") -> JSONResponse:
+    """503 with Retry-After: clients and load balancers back off, then come back."""
+    return error_response(503, detail, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if not is_database_outage(exc):
         raise exc
     logger.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
-    return error_response(503, "database unavailable, retry shortly", headers={"Retry-After": "5"})
+    return database_unavailable()
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -31,3 +31,25 @@ async def test_an_unexpected_error_is_a_json_500_and_still_raised_for_the_log(
     async with httpx.AsyncClient(transport=raising, base_url="http://test") as client:
         with pytest.raises(Exception, match="country"):
             await client.get("/country/GB")
+
+
+@pytest.fixture
+def read_only_app_role(db: Engine, settings):
+    """The API's role on a read-only server (a standby, or a primary being failed over)."""
+    role = settings.postgres_app_user
+    with db.begin() as conn:
+        conn.exec_driver_sql(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    try:
+        yield
+    finally:
+        with db.begin() as conn:
+            conn.exec_driver_sql(f'ALTER ROLE "{role}" RESET default_transaction_read_only')
+
+
+async def test_a_read_only_database_refusing_a_write_is_a_503(read_only_app_role, client):
+    """SQLSTATE 25006 is the database being unable to take writes now, not a bug."""
+    assert (await client.get("/country/GB")).status_code == 200
+    response = await client.post("/country", json={"alpha2": "QR", "alpha3": "QRR", "name": "Q"})
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"]
+    assert response.json()["code"] == "service_unavailable"

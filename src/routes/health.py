@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from src.errors import ErrorBody, error_response
+from src.errors import ErrorBody, database_unavailable, error_response
 from src.routes.deps import database
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,7 @@ async def ready(request: Request) -> JSONResponse:
         # Not through the gate: a loaded app keeps one pooled connection for this probe.
         db_heads = await database(request).probe(_schema_heads)
     except (SQLAlchemyError, OSError, TimeoutError):
-        return error_response(503, "database unavailable")
+        return database_unavailable("database unavailable")
     if db_heads != code_heads:
         found = ", ".join(sorted(db_heads)) or "empty"
         expected = ", ".join(sorted(code_heads))
