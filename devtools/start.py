@@ -38,6 +38,7 @@ def connect_error(settings: Settings) -> str | None:
             password=url.password,
             dbname=url.database,
             connect_timeout=3,
+            **url.query,  # libpq's TLS parameters, as psycopg2 gets them everywhere else
         ).close()
     except psycopg2.OperationalError as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
@@ -54,6 +55,8 @@ def ensure_database(settings: Settings) -> tuple[EmbeddedPostgres, ServerIdentit
     if reason is None:
         return None
     url = settings.sync_url
+    if problem := migrate.tls_problem(url, reason):
+        raise StartError(problem)
     if not settings.db_is_local:
         raise StartError(f"cannot reach the database at {url.host}:{url.port}: {reason}")
     pg = from_settings(settings)

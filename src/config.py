@@ -17,6 +17,7 @@ from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from src.cli import CommandFailure, settings_error_line
+from src.tls import LIBPQ_TLS_KEYS, SSL_MODES, SslMode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -50,8 +51,20 @@ class Settings(BaseSettings):
     # POSTGRES_USER, the schema owner.
     postgres_app_user: str | None = Field(default=None, min_length=1)
     postgres_app_password: SecretStr | None = None
+    # TLS, with libpq's names and meanings (also accepted in DATABASE_URL's query string,
+    # which wins): disable, allow, prefer, require, verify-ca, verify-full; file paths.
+    postgres_sslmode: SslMode | None = None
+    postgres_sslrootcert: str | None = None
+    postgres_sslcert: str | None = None
+    postgres_sslkey: str | None = None
     # Overrides the five POSTGRES_* values when set (any postgresql:// driver suffix).
     database_url: str | None = None
+    # The API's own address when it differs from the migrations' (e.g. PgBouncer): a full
+    # URL, credentials included. Migrations and tools never use it: they need PostgreSQL.
+    app_database_url: str | None = None
+    # True when APP_DATABASE_URL goes through a transaction-pooling PgBouncer: asyncpg's
+    # prepared-statement caches off, unique statement names (docs/production.md).
+    db_transaction_pooler: bool = False
     # The tests' and `check-drift --configured-db`'s database instead of a throwaway one.
     test_database_url: str | None = None
 
@@ -83,12 +96,21 @@ class Settings(BaseSettings):
     def _relative_to_project(cls, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path
 
-    @field_validator("postgres_app_user", "postgres_app_password", mode="before")
+    @field_validator(
+        "postgres_app_user",
+        "postgres_app_password",
+        "postgres_sslmode",
+        "postgres_sslrootcert",
+        "postgres_sslcert",
+        "postgres_sslkey",
+        "app_database_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("database_url", "test_database_url")
+    @field_validator("database_url", "test_database_url", "app_database_url")
     @classmethod
     def _parseable_url(cls, value: str | None) -> str | None:
         if value:
@@ -98,12 +120,43 @@ class Settings(BaseSettings):
                 raise ValueError("not a URL such as postgresql://user:pw@host:5432/db") from None
             if not url.drivername.startswith("postgresql"):
                 raise ValueError(f"must be a postgresql:// URL, not {url.drivername}://")
+            mode = url.query.get("sslmode")
+            if mode is not None and mode not in SSL_MODES:
+                raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
+            if "ssl" in url.query:
+                raise ValueError("use libpq's sslmode=..., which both drivers get, not ssl=...")
         return value
+
+    @property
+    def tls(self) -> dict[str, str]:
+        """libpq's TLS parameters: DATABASE_URL's query, else the POSTGRES_SSL* settings."""
+        return self._tls_of(self.database_url)
+
+    @property
+    def app_tls(self) -> dict[str, str]:
+        """The API's TLS parameters: APP_DATABASE_URL's query when it is set."""
+        return self._tls_of(self.app_database_url or self.database_url)
+
+    def _tls_of(self, url: str | None) -> dict[str, str]:
+        if url:
+            query = make_url(url).query
+            given = {key: query[key] for key in LIBPQ_TLS_KEYS if isinstance(query.get(key), str)}
+            if given:
+                return given
+        values = {key: getattr(self, f"postgres_{key}") for key in LIBPQ_TLS_KEYS}
+        return {key: value for key, value in values.items() if value is not None}
 
     def _url(
         self, drivername: str, user: str | None = None, password: SecretStr | None = None
     ) -> URL:
-        """The database URL for `drivername`, logging in as `user` if given (else the owner)."""
+        """The database URL for `drivername`, logging in as `user` if given (else the owner);
+        psycopg2's carries the TLS parameters, asyncpg's none (src/tls.py passes them)."""
+        url = self._login_url(drivername, user, password).difference_update_query(LIBPQ_TLS_KEYS)
+        if drivername.endswith("psycopg2") and self.tls:
+            url = url.update_query_dict(self.tls)
+        return url
+
+    def _login_url(self, drivername: str, user: str | None, password: SecretStr | None) -> URL:
         if self.database_url:
             url = make_url(self.database_url).set(drivername=drivername)
             if user is None:
@@ -140,7 +193,14 @@ class Settings(BaseSettings):
 
     @property
     def app_async_url(self) -> URL:
-        """The API's URL: asyncpg, as POSTGRES_APP_USER when set (it needs no owner password)."""
+        """The API's URL: asyncpg, APP_DATABASE_URL when set, else as POSTGRES_APP_USER when
+        set (it needs no owner password), else the owner's."""
+        if self.app_database_url:
+            return (
+                make_url(self.app_database_url)
+                .set(drivername="postgresql+asyncpg")
+                .difference_update_query(LIBPQ_TLS_KEYS)
+            )
         if self.postgres_app_user is None:
             return self.async_url
         return self._url("postgresql+asyncpg", self.postgres_app_user, self.postgres_app_password)

@@ -14,13 +14,15 @@ connection in a fair `ConnectionGate` in front of the pool (docs/performance.md)
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import TypeVar
 
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from src.config import Settings
+from src.tls import asyncpg_ssl
 
 POOL_TIMEOUT_SECONDS = 10
 T = TypeVar("T")
@@ -58,6 +60,23 @@ def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) ->
         raise DisconnectionError("connection closed by the server")
 
 
+def connect_args(settings: Settings) -> dict[str, object]:
+    """asyncpg's arguments: fail fast (then 503) rather than hang when the database is
+    unreachable; TLS when configured. Behind a transaction pooler, consecutive
+    transactions may run on different server connections: no prepared-statement caches,
+    and unnamed statements, which need no later Close (docs/production.md)."""
+    args: dict[str, object] = {"timeout": 5, "command_timeout": 30}
+    if (ssl := asyncpg_ssl(settings.app_tls)) is not None:
+        args["ssl"] = ssl
+    if settings.db_transaction_pooler:
+        args |= {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": str,  # "": the unnamed statement
+        }
+    return args
+
+
 class Database:
     """The pool and the gate in front of it; `dispose()` closes every connection."""
 
@@ -69,20 +88,25 @@ class Database:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout=POOL_TIMEOUT_SECONDS,
-            # Fail fast (then 503) rather than hang when the database is unreachable.
-            connect_args={"timeout": 5, "command_timeout": 30},
+            connect_args=connect_args(settings),
         )
         event.listen(self.autocommit.sync_engine, "checkout", _replace_if_closed)
         self.transactional: AsyncEngine = self.autocommit.execution_options(
             isolation_level="READ COMMITTED"
         )
+        self.pooled = settings.db_transaction_pooler
         # One connection fewer than the pool holds: kept for `probe()` (the /ready check),
         # which does not queue here, so a loaded app still answers its readiness probe.
         self.gate = ConnectionGate(max(settings.db_pool_size + settings.db_max_overflow - 1, 1))
 
+    def _reading(self) -> AsyncContextManager[AsyncConnection]:
+        """An autocommit connection; behind a transaction pooler a transaction instead: it
+        keeps one server connection from asyncpg's Parse to its Execute."""
+        return self.transactional.begin() if self.pooled else self.autocommit.connect()
+
     async def read(self, work: Work[T]) -> T:
         """`work(conn)` on an autocommit connection: no transaction."""
-        async with self.gate, self.autocommit.connect() as conn:
+        async with self.gate, self._reading() as conn:
             return await conn.run_sync(work)
 
     async def write(self, work: Work[T]) -> T:
@@ -93,7 +117,7 @@ class Database:
 
     async def probe(self, work: Work[T]) -> T:
         """`work(conn)` like `read`, but outside the gate, on the connection kept for it."""
-        async with self.autocommit.connect() as conn:
+        async with self._reading() as conn:
             return await conn.run_sync(work)
 
     async def dispose(self) -> None:

@@ -55,6 +55,17 @@ def current_revisions(connection: Connection) -> set[str]:
     return set(MigrationContext.configure(connection).get_current_heads())
 
 
+def tls_problem(url: URL, reason: str) -> str | None:
+    """One line for a TLS failure (no TLS on the server, an unverifiable certificate)."""
+    if "SSL" not in reason and "certificate" not in reason:
+        return None
+    return (
+        f"TLS to the database at {url.host}:{url.port} failed ({reason}) with "
+        f"sslmode={url.query.get('sslmode', 'prefer')}; check POSTGRES_SSLMODE and "
+        "POSTGRES_SSLROOTCERT (or sslmode= in DATABASE_URL)"
+    )
+
+
 def connection_problem(url: URL, exc: OperationalError) -> str:
     """One line for a failed connection: refused login vs nothing listening."""
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
@@ -67,10 +78,26 @@ def connection_problem(url: URL, exc: OperationalError) -> str:
         )
     if "does not exist" in reason:
         return f"the database at {where} answered, but {reason}; check POSTGRES_DB"
+    if problem := tls_problem(url, reason):
+        return problem
     return (
         f"cannot reach the database at {where} ({reason}); start it with `pipenv run db` "
         "(embedded) or `docker compose up -d db`, or check POSTGRES_HOST/POSTGRES_PORT"
     )
+
+
+def refuse_pooler(conn: Connection) -> None:
+    """Migrations need PostgreSQL itself: a session-level lock and DDL through a pooler may
+    land on other server connections. PgBouncer hands each client its own cancel key, so
+    the backend PID the driver was told differs from the one the server reports."""
+    told = conn.connection.dbapi_connection.get_backend_pid()
+    if told != conn.scalar(select(func.pg_backend_pid())):
+        url = conn.engine.url
+        raise MigrationError(
+            f"{url.host}:{url.port} is a connection pooler (PgBouncer?), not PostgreSQL: "
+            "run migrations against PostgreSQL directly (DATABASE_URL / POSTGRES_HOST and "
+            "POSTGRES_PORT), and point only the API at the pooler (APP_DATABASE_URL)"
+        )
 
 
 @contextmanager
@@ -78,6 +105,7 @@ def migration_lock(engine: Engine, wait_seconds: float) -> Iterator[None]:
     """Hold the project's advisory lock on a dedicated connection, waiting a bounded time."""
     deadline = time.monotonic() + wait_seconds
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        refuse_pooler(conn)
         while not conn.scalar(select(func.pg_try_advisory_lock(MIGRATION_LOCK_ID))):
             if time.monotonic() >= deadline:
                 raise MigrationError(
@@ -104,6 +132,7 @@ def upgrade(settings: Settings, target: str = "head", cfg: Config | None = None)
     engine = sync_engine(settings)
     try:
         with engine.connect() as conn:
+            refuse_pooler(conn)
             before = current_revisions(conn)
     except OperationalError as exc:
         raise MigrationError(connection_problem(engine.url, exc)) from None

@@ -4,6 +4,7 @@ The one place tests share code from (no test module imports another).
 """
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Engine, MetaData, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from devtools.embedded_pg import free_port
+from devtools.embedded_pg import UNPRIVILEGED_USER, free_port, port_in_use, traversable_tempdir
 from src.config import PROJECT_ROOT, Settings, env_for_url
 from src.migrate import alembic_config
 
@@ -266,3 +268,88 @@ def add_to_country_model(models: Path, line: str) -> None:
 def unreachable_url() -> str:
     """A database URL nothing listens on: a child given it can reach no database at all."""
     return f"postgresql://nobody:x@127.0.0.1:{free_port()}/none"
+
+
+def pgbouncer_binary() -> str:
+    """Debian's pgbouncer: CI installs it (.ci/run); only a local run may skip without it."""
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        raise AssertionError("pgbouncer is not installed, and CI must run this test")
+    pytest.skip(
+        "pgbouncer not installed (local run only; CI installs it: apt-get install pgbouncer)"
+    )
+
+
+@contextmanager
+def pgbouncer(
+    server: URL, users: dict[str, str], pool_mode: str = "transaction", tls: Any = None
+) -> Iterator[int]:
+    """A real PgBouncer on a free loopback port in front of `server` (PostgreSQL), its port.
+    `tls`: a trustme LeafCert it presents to clients (client_tls_sslmode=require)."""
+    binary = pgbouncer_binary()
+    with traversable_tempdir("country-pgbouncer-") as tmp:
+        port = free_port()
+        run_as: dict[str, Any] = {}
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root
+            entry = pwd.getpwnam(UNPRIVILEGED_USER)
+            run_as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        (tmp / "userlist.txt").write_text("".join(f'"{u}" "{p}"\n' for u, p in users.items()))
+        lines = [
+            "[databases]",
+            f"* = host={server.host} port={server.port}",
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {port}",
+            "unix_socket_dir =",
+            "auth_type = scram-sha-256",
+            f"auth_file = {tmp / 'userlist.txt'}",
+            f"pool_mode = {pool_mode}",
+            "max_client_conn = 500",
+            "default_pool_size = 10",
+            f"logfile = {tmp / 'pgbouncer.log'}",
+            f"pidfile = {tmp / 'pgbouncer.pid'}",
+            "ignore_startup_parameters = extra_float_digits",
+        ]
+        if tls is not None:
+            tls.private_key_pem.write_to_path(str(tmp / "server.key"))
+            tls.cert_chain_pems[0].write_to_path(str(tmp / "server.crt"))
+            lines += [
+                "client_tls_sslmode = require",
+                f"client_tls_key_file = {tmp / 'server.key'}",
+                f"client_tls_cert_file = {tmp / 'server.crt'}",
+            ]
+        (tmp / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+        for path in tmp.iterdir():
+            path.chmod(0o600 if path.name == "server.key" else 0o644)
+            if run_as:
+                os.chown(path, run_as["user"], run_as["group"])
+        if run_as:
+            os.chown(tmp, run_as["user"], run_as["group"])
+        proc = subprocess.Popen(
+            [binary, str(tmp / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            **run_as,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while not port_in_use("127.0.0.1", port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = (
+                        (tmp / "pgbouncer.log").read_text()
+                        if (tmp / "pgbouncer.log").exists()
+                        else ""
+                    )
+                    raise AssertionError(f"pgbouncer did not start: {proc.stderr.read()!r} {log}")
+                time.sleep(0.05)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

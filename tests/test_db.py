@@ -2,14 +2,18 @@
 side closes, and transactions that leave nothing behind."""
 
 import asyncio
+import subprocess
+import sys
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from src.config import Settings
+from devtools.embedded_pg import free_port
+from src.config import PROJECT_ROOT, Settings
 from src.db import Database
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD, child_env, pgbouncer, wait_for
 
 # The pool pre-ping off (the default) and on: the app must recover either way.
 BOTH_PRE_PINGS = pytest.mark.parametrize(
@@ -131,3 +135,87 @@ async def test_reads_do_not_open_transactions_and_writes_do(one_connection: Data
 
     assert await one_connection.read(same_transaction) is False
     assert await one_connection.write(same_transaction) is True
+
+
+def serve_app(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """`uvicorn src.main:app`, as the image runs it, on a free port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port), "--no-access-log"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,  # a pipe nobody reads would fill up and stall the server
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url + "/health", proc)
+    return proc, url
+
+
+@pytest.mark.parametrize("pooler_setting", [True, False], ids=["DB_TRANSACTION_POOLER", "unset"])
+async def test_several_apps_through_pgbouncer_in_transaction_mode(
+    settings: Settings, migrated, pooler_setting: bool
+):
+    """Two API processes behind a real transaction-pooling PgBouncer (1.18: no prepared
+    statement support), under concurrent reads and writes. With DB_TRANSACTION_POOLER
+    every answer is right and every write is kept; without it asyncpg's prepared
+    statements meet other server connections and requests fail."""
+    server = settings.sync_url
+    with pgbouncer(server, {APP_ROLE: APP_ROLE_PASSWORD}, pool_mode="transaction") as port:
+        app_url = f"postgresql://{APP_ROLE}:{APP_ROLE_PASSWORD}@127.0.0.1:{port}/{server.database}"
+        env = child_env(
+            server.render_as_string(hide_password=False),
+            APP_DATABASE_URL=app_url,
+            DB_TRANSACTION_POOLER=str(pooler_setting).lower(),
+            DB_POOL_SIZE="4",
+        )
+        procs = [serve_app(env) for _ in range(2)]
+        with migrated.connect() as conn:
+            taken = set(conn.scalars(text("SELECT alpha2 FROM country")))
+        codes = [c for c in (f"X{a}" for a in "ABCDEFGHIJLMNOPQRSTUVWYZ") if c not in taken]
+        try:
+            async with httpx.AsyncClient(timeout=30, headers={"X-API-Key": API_KEY}) as client:
+
+                async def status(method: str, url: str, **kwargs) -> int:
+                    try:
+                        return (await client.request(method, url, **kwargs)).status_code
+                    except httpx.TransportError:  # a connection closed after a 500
+                        return 0
+
+                async def reads(url: str) -> list[int]:
+                    paths = [
+                        "/country/FR",
+                        "/country?limit=5",
+                        "/country/GB/subdivisions",
+                        "/ready",
+                    ]
+                    return [await status("GET", url + p) for p in paths * 10]
+
+                async def write(url: str, alpha2: str) -> int:
+                    body = {"alpha2": alpha2, "alpha3": f"{alpha2}X", "name": "Pooled"}
+                    return await status("POST", url + "/country", json=body)
+
+                urls = [url for _, url in procs]
+                results = await asyncio.gather(
+                    *(reads(url) for url in urls for _ in range(4)),
+                    *(write(urls[i % 2], code) for i, code in enumerate(codes)),
+                )
+        finally:
+            for proc, _ in procs:
+                proc.terminate()
+                proc.wait(timeout=20)
+        statuses = [s for r in results for s in (r if isinstance(r, list) else [r])]
+        with migrated.begin() as conn:
+            kept = set(
+                conn.scalars(
+                    text("SELECT alpha2 FROM country WHERE alpha2 = ANY(:c)"), {"c": codes}
+                )
+            )
+            conn.execute(text("DELETE FROM country WHERE alpha2 = ANY(:c)"), {"c": codes})
+        written = [code for code, s in zip(codes, results[-len(codes) :], strict=True) if s == 201]
+        if pooler_setting:
+            assert set(statuses) <= {200, 201}, sorted(set(statuses))
+            assert kept >= set(codes)
+        else:
+            assert not set(statuses) <= {200, 201}, "expected failures without the setting"
+        assert kept >= set(written)  # a write answered 201 is never lost
