@@ -552,3 +552,16 @@ def test_docker_docs_match_the_compose_file(compose, services):
     # Every repository path it names exists (files move: tests/test_docker.py is gone).
     for path in re.findall(r"`((?:src|tests|devtools|bench|alembic|docs)/[\w./-]*)`", text):
         assert (PROJECT_ROOT / path).exists(), f"docs/docker.md names {path}: no such path"
+
+
+def test_pgbouncer_is_an_opt_in_pooler_for_the_api_only(services):
+    bouncer = services["pgbouncer"]
+    assert bouncer["profiles"] == ["pgbouncer"]  # `docker compose up` alone never starts it
+    assert re.fullmatch(r"edoburu/pgbouncer:v\d+\.\d+\.\d+-p\d+", bouncer["image"])
+    assert bouncer["environment"]["POOL_MODE"] == "transaction"
+    assert interpolate(bouncer["environment"]["DB_HOST"]) == "db"
+    api = services["api"]
+    assert interpolate(api["environment"]["APP_DATABASE_URL"]) == ""  # off unless asked
+    assert interpolate(api["environment"]["DB_TRANSACTION_POOLER"]) == "false"
+    assert api["depends_on"]["pgbouncer"]["required"] is False
+    assert "APP_DATABASE_URL" not in services["migrate"]["environment"]  # migrations: direct
