@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.routing import Route
 
 from src import errors
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.db import Database
-from src.middleware import BodyGuard
+from src.middleware import BodyGuard, MethodGuard, SecurityHeaders
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
 
@@ -53,7 +54,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Last added runs first: headers on everything, then 405, then the body guards.
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    own = [route for route in app.routes if isinstance(route, Route)]  # /docs, /openapi.json
+    routes = [*own, *health.router.routes, *country.router.routes]
+    app.add_middleware(MethodGuard, routes=routes)
+    app.add_middleware(SecurityHeaders)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(country.router)

@@ -3,11 +3,15 @@
 Pure ASGI (not BaseHTTPMiddleware), so GETs pass straight through at no cost.
 """
 
+from collections.abc import Sequence
+
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.errors import error_response
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 def _is_json(content_type: str) -> bool:
@@ -78,3 +82,57 @@ class BodyGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class MethodGuard:
+    """405 with every method the path allows (`Allow`), or 404, before any body is read.
+
+    FastAPI registers one route per method, and Starlette's own 405 names the methods of
+    the first route whose path matched only. Methods that every path serves (GET, HEAD)
+    skip the check, so reads pay nothing.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        allowed: set[str] = set()
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                await self.app(scope, receive, send)
+                return
+            if match is Match.PARTIAL:
+                allowed |= getattr(route, "methods", None) or set()
+        if not allowed:  # no such path: 404 before the body guards judge its body
+            await error_response(404, "Not Found")(scope, receive, send)
+            return
+        response = error_response(
+            405,
+            f"method {scope['method']} not allowed here",
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
+        await response(scope, receive, send)
+
+
+class SecurityHeaders:
+    """`X-Content-Type-Options: nosniff` on every response: browsers must not guess a type."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), NOSNIFF]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

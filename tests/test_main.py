@@ -89,3 +89,28 @@ async def test_openapi_declares_the_api_key_for_writes_only(anon):
             assert secured == (method in {"post", "patch", "delete"}), (method, path)
             if method in {"post", "patch"}:
                 assert {"401", "413", "415", "422"} <= set(operation["responses"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/country/GB", "DELETE, GET, PATCH"),  # was 415: the body guard ran first
+        ("POST", "/country/GB", "DELETE, GET, PATCH"),
+        ("OPTIONS", "/country", "GET, POST"),  # was `Allow: GET`, which omits POST
+        ("DELETE", "/country", "GET, POST"),
+        ("PATCH", "/country/GB/subdivisions", "GET"),
+        ("POST", "/docs", "GET"),
+    ],
+)
+async def test_undeclared_methods_are_405_with_every_allowed_method(client, method, path, allow):
+    response = await client.request(method, path, json={"name": "x"})
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allow
+    assert response.json()["code"] == "method_not_allowed"
+
+
+async def test_unknown_paths_stay_404_and_every_answer_says_nosniff(client):
+    for method, path in (("PUT", "/nowhere"), ("GET", "/country/GB"), ("GET", "/nowhere")):
+        response = await client.request(method, path)
+        assert response.headers["x-content-type-options"] == "nosniff", (method, path)
+    assert (await client.put("/nowhere")).status_code == 404
