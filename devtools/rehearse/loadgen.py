@@ -42,6 +42,10 @@ class Plan:
     free: list[tuple[str, str]]
     api_key: str
     created: list[tuple[str, str]] = field(default_factory=list)
+    alpha3: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.alpha3 = dict(self.free)
 
     @classmethod
     def load(cls, path: Path) -> Plan:
@@ -62,27 +66,40 @@ def request_for(kind: str, plan: Plan, rng: random.Random) -> tuple[str, str, di
         return "GET", f"/country/{code}/subdivisions?limit=50", None
     if kind == "patch":
         return "PATCH", f"/country/{code}", {"official_name": f"Rehearsal {rng.randrange(10**6)}"}
-    if kind == "create" and plan.free:
+    if kind == "create" and plan.free:  # back to `free` or on to `created` when answered
         alpha2, alpha3 = plan.free.pop()
-        plan.created.append((alpha2, alpha3))
-        return "POST", "/country", {"alpha2": alpha2, "alpha3": alpha3, "name": "Rehearsal"}
-    if kind == "delete" and plan.created:
-        alpha2, alpha3 = plan.created.pop(0)
-        plan.free.insert(0, (alpha2, alpha3))
+        body = {"alpha2": alpha2, "alpha3": alpha3, "name": "Rehearsal"}
+        return "POST", "/country", body
+    if kind == "delete" and plan.created:  # only countries whose creation was answered
+        alpha2, _ = plan.created[0]
+        plan.created.pop(0)
         return "DELETE", f"/country/{alpha2}", None
     return None
 
 
+def settle(plan: Plan, method: str, path: str, body: dict | None, status: int) -> None:
+    """Return a write's code to the pool it belongs to once its answer is known."""
+    if method == "POST" and body is not None:
+        pair = (body["alpha2"], body["alpha3"])
+        (plan.created if status == 201 else plan.free).append(pair)
+    elif method == "DELETE":
+        alpha2 = path.rsplit("/", 1)[-1]
+        pair = (alpha2, plan.alpha3[alpha2])
+        (plan.free if status in (204, 404) else plan.created).append(pair)
+
+
 async def send(
-    client: httpx.AsyncClient, kind: str, req: tuple, intended: float, out: IO[str]
+    client: httpx.AsyncClient, plan: Plan, kind: str, req: tuple, intended: float, out: IO[str]
 ) -> None:
     method, path, body = req
     try:
         response = await client.request(method, path, json=body)
         status = response.status_code
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
         status = -1
+        print(f"{kind} {method} {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
     out.write(json.dumps([intended, time.monotonic(), kind, status]) + "\n")
+    settle(plan, method, path, body, status)
 
 
 async def run(url: str, rate: float, plan: Plan, out: IO[str], seed: int) -> None:
@@ -114,7 +131,7 @@ async def run(url: str, rate: float, plan: Plan, out: IO[str], seed: int) -> Non
             req = request_for(kind, plan, rng)
             if req is None:
                 continue
-            task = asyncio.create_task(send(client, kind, req, intended, out))
+            task = asyncio.create_task(send(client, plan, kind, req, intended, out))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:

@@ -351,14 +351,19 @@ def print_summary(result: dict, out: Path, console: Console) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    console = Console(stderr=True)
+    # stdout: stderr keeps the one line of a failure. Wide enough for the table in a log.
+    console = Console(width=None if sys.stdout.isatty() else 130)
     with fail_on_errors():
         result = rehearse(args, console)
         print_summary(result, args.out, console)
         over = [r for r in result["revisions"] if r["verdict"] != "pass"]
         if over:
             raise RehearsalError(
-                "; ".join(f"revision {r['revision']} over budget: {r['reasons'][0]}" for r in over)
+                "; ".join(
+                    f"revision {r['revision'].split()[0]} over budget (client stall "
+                    f"{r['max_ms'] / 1000:.2f} s, {r['errors']} errors): {r['reasons'][0]}"
+                    for r in over
+                )
             )
     return 0
 
