@@ -112,9 +112,13 @@ async def run(url: str, rate: float, plan: Plan, out: IO[str], seed: int) -> Non
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
     headers = {"X-API-Key": plan.api_key}
     tasks: set[asyncio.Task] = set()
-    async with httpx.AsyncClient(
-        base_url=url, timeout=TIMEOUT, limits=limits, headers=headers
-    ) as client:
+    # One connection pool per kind: a kind that this schema cannot serve yet (its 500s
+    # close connections) does not disturb the connections of the others.
+    clients = {
+        kind: httpx.AsyncClient(base_url=url, timeout=TIMEOUT, limits=limits, headers=headers)
+        for kind in kinds
+    }
+    try:
         start = time.monotonic()
         n = 0
         while not stop.is_set():
@@ -131,11 +135,14 @@ async def run(url: str, rate: float, plan: Plan, out: IO[str], seed: int) -> Non
             req = request_for(kind, plan, rng)
             if req is None:
                 continue
-            task = asyncio.create_task(send(client, plan, kind, req, intended, out))
+            task = asyncio.create_task(send(clients[kind], plan, kind, req, intended, out))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.wait(tasks, timeout=TIMEOUT)
+    finally:
+        for client in clients.values():
+            await client.aclose()
     out.flush()
 
 

@@ -41,6 +41,8 @@ class Window:
     end: float
     error: str | None = None
     rewrites: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # each table's rows when it began
+    since: float = 0.0  # when the previous revision ended
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -54,11 +56,13 @@ def ok(status: int) -> bool:
     return 0 < status < 400
 
 
-def live_kinds(records: list[list], before: float) -> set[str]:
-    """Kinds whose every request in the seconds before `before` succeeded."""
+def live_kinds(records: list[list], before: float, since: float = 0.0) -> set[str]:
+    """Kinds whose every request in the seconds before `before` (and after `since`, the
+    end of the previous revision) succeeded."""
     seen: dict[str, bool] = {}
+    start = max(before - LIVENESS_SECONDS, since)
     for intended, done, kind, status in records:
-        if before - LIVENESS_SECONDS <= intended < before and done <= before:
+        if start <= intended < before and done <= before:
             seen[kind] = seen.get(kind, True) and ok(status)
     return {kind for kind, good in seen.items() if good}
 
@@ -139,12 +143,12 @@ def summarize(
     records: list[list],
     statements: list[Statement],
     waits: list[LockWait],
-    rows: dict[str, int],
     budget: Budget,
     app_user: str,
 ) -> dict[str, Any]:
     """The figures and the verdict of one revision."""
-    live = live_kinds(records, window.start)
+    rows = window.rows
+    live = live_kinds(records, window.start, window.since)
     during = [r for r in records if r[2] in live and r[0] < window.end and r[1] > window.start]
     latencies = [done - intended for intended, done, _, _ in during]
     errors = [r for r in during if not ok(r[3])]

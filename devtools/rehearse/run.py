@@ -268,6 +268,8 @@ def rehearse(args: Args, console: Console) -> dict:
                 label = f"{rev.revision} {rev.doc.splitlines()[0] if rev.doc else ''}".strip()
                 tables_before, files_before = seed.table_names_at(dsn), relfilenodes(dsn)
                 window = report.Window("revision", label, time.monotonic(), 0.0)
+                window.rows = table_rows(dsn)
+                window.since = max((w.end for w in windows if w.kind == "revision"), default=0.0)
                 with console.status(f"applying {i}/{len(todo)}: {label}"):
                     tracer.active = True
                     try:
@@ -295,7 +297,6 @@ def rehearse(args: Args, console: Console) -> dict:
                     seeding.end = time.monotonic()
                     windows.append(seeding)
                 time.sleep(args.gap)
-            rows = table_rows(dsn)
         finally:
             if sampler is not None:
                 sampler.stop()
@@ -307,7 +308,7 @@ def rehearse(args: Args, console: Console) -> dict:
     records = read_records(args.out / "requests.jsonl") if load is not None else []
     revisions = [
         report.summarize(w, records, tracer.statements, sampler.waits if sampler else [],
-                         rows, args.budget, APP_ROLE)
+                         args.budget, APP_ROLE)
         for w in windows if w.kind == "revision"
     ]  # fmt: skip
     result = {
