@@ -88,9 +88,10 @@ def whole_table_work(statements: Iterable[Statement], rows: dict[str, int]) -> l
     for st in statements:
         for table in set(st.rows_read) | set(st.rows_written) | set(st.locks):
             size = rows.get(table, 0)
-            touched = st.rows_read.get(table, 0) + st.rows_written.get(table, 0)
+            read, written = st.rows_read.get(table, 0), st.rows_written.get(table, 0)
             if builds_index(st, table):
-                touched = max(touched, size)
+                read = max(read, size)
+            touched = max(read, written)
             if size < MIN_TABLE_ROWS or touched < TABLE_SHARE * size:
                 continue
             modes = set(st.locks.get(table, []))
@@ -105,7 +106,8 @@ def whole_table_work(statements: Iterable[Statement], rows: dict[str, int]) -> l
                     "table": table,
                     "statement": st.sql,
                     "seconds": round(st.end - st.start, 3),
-                    "rows_touched": touched,
+                    "rows_read": read,
+                    "rows_written": written,
                     "table_rows": size,
                     "locks": blocking,
                     "blocks": clients,
@@ -115,7 +117,8 @@ def whole_table_work(statements: Iterable[Statement], rows: dict[str, int]) -> l
 
 
 def what_blocked(waits: list[LockWait], app_user: str) -> list[dict[str, Any]]:
-    """Client lock waits, grouped by the lock and the statement that held it."""
+    """Client lock waits, grouped by the lock and the statement that held it; the most
+    often seen first (the longest wait may be sampled as the blocker commits)."""
     groups: dict[tuple, dict[str, Any]] = {}
     for w in waits:
         if w.waiter_user != app_user:
@@ -135,7 +138,7 @@ def what_blocked(waits: list[LockWait], app_user: str) -> list[dict[str, Any]]:
         )
         g["max_wait_seen"] = round(max(g["max_wait_seen"], w.waited), 3)
         g["samples"] += 1
-    return sorted(groups.values(), key=lambda g: -g["max_wait_seen"])
+    return sorted(groups.values(), key=lambda g: (-g["samples"], -g["max_wait_seen"]))
 
 
 def summarize(
@@ -181,9 +184,9 @@ def summarize(
         h = heavy[0]
         reasons.append(
             f"whole-table work under a lock that blocks {h['blocks']}: {', '.join(h['locks'])} "
-            f"on {h['table']} held while `{h['statement'][:120]}` touched "
-            f"{fmt_rows(h['rows_touched'])} of its {fmt_rows(h['table_rows'])} rows "
-            f"({h['seconds']:.2f} s here, longer on a bigger table)"
+            f"on {h['table']} held while `{h['statement'][:120]}` read "
+            f"{fmt_rows(h['rows_read'])} and wrote {fmt_rows(h['rows_written'])} rows of its "
+            f"{fmt_rows(h['table_rows'])} ({h['seconds']:.2f} s here, longer on a bigger table)"
         )
     return {
         "revision": window.label,
