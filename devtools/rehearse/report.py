@@ -200,7 +200,7 @@ def summarize(
         "rewrote": window.rewrites,
         "whole_table_work": heavy,
         "statements": len(mine),
-        "verdict": "over budget" if reasons else "pass",
+        "verdict": "failed" if window.error else ("over budget" if reasons else "pass"),
         "reasons": reasons,
     }
 

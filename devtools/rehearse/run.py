@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         if over:
             raise RehearsalError(
                 "; ".join(
-                    f"revision {r['revision'].split()[0]} over budget (client stall "
+                    f"revision {r['revision'].split()[0]} {r['verdict']} (client stall "
                     f"{r['max_ms'] / 1000:.2f} s, {r['errors']} errors): {r['reasons'][0]}"
                     for r in over
                 )

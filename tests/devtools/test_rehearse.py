@@ -8,6 +8,7 @@ the stalls at the default size.
 """
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,9 +55,7 @@ UNSAFE = {
 }
 
 
-def rehearse(cwd: Path, out: Path, *args: str):
-    import subprocess
-
+def rehearse(cwd: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "devtools.rehearse", *FLAGS, "--out", str(out), *args],
         cwd=cwd,
