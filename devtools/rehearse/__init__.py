@@ -1,0 +1,1 @@
+"""Migration rehearsal: pending revisions on a big throwaway copy, under load (docs/rehearse.md)."""

@@ -1,0 +1,373 @@
+"""`pipenv run rehearse`: apply pending revisions to a big throwaway copy under steady load.
+
+A throwaway embedded PostgreSQL is migrated to a starting revision, filled with synthetic
+rows (devtools/rehearse/seed.py), served by the real app (uvicorn) under open-loop load
+(devtools/rehearse/loadgen.py); then each pending revision is applied with the project's
+runner (src.migrate.upgrade) and judged against a budget. docs/rehearse.md tells more.
+
+    pipenv run rehearse                       # the pending revisions, 1,000,000 rows
+    pipenv run rehearse --from 486626707430   # from there to head
+    pipenv run rehearse --rows 50000          # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from alembic.script import ScriptDirectory
+from pydantic import SecretStr
+from rich.console import Console
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
+from devtools.rehearse import report, seed
+from devtools.rehearse.observe import LockSampler, StatementTracer, relfilenodes, table_rows
+from src import migrate
+from src.cli import CommandFailure, fail_on_errors
+from src.config import PROJECT_ROOT, Settings, env_for_url, read_settings
+
+APP_ROLE = "rehearsal_app"
+# ISO 3166 user-assigned codes: never loaded from ISO data, so the writes can create them.
+FREE_ALPHA2 = [f"X{c}" for c in "ABCDEFGHIJLMNOPQRSTUVWYZ"] + [f"Q{c}" for c in "MNOPQRSTUVWXYZ"]
+
+
+class RehearsalError(CommandFailure):
+    """One line: what cannot be rehearsed, or which revision is over budget."""
+
+
+@dataclass
+class Args:
+    start: str | None
+    rows: int
+    rate: float
+    warmup: float
+    gap: float
+    budget: report.Budget
+    out: Path
+
+
+def parse(argv: list[str] | None) -> Args:
+    p = argparse.ArgumentParser(prog="pipenv run rehearse", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="REV",
+        help="starting revision (default: the configured database's, else the one before head)",
+    )
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows in the largest table")
+    p.add_argument("--rate", type=float, default=50, help="requests per second (default 50)")
+    p.add_argument("--warmup", type=float, default=5, help="seconds of load before revisions")
+    p.add_argument("--gap", type=float, default=2, help="seconds of load between revisions")
+    p.add_argument("--max-stall", type=float, default=1.0, help="budget: seconds (default 1)")
+    p.add_argument("--max-errors", type=int, default=0, help="budget: errors per revision")
+    p.add_argument(
+        "--allow-table-locks",
+        action="store_true",
+        help="do not fail whole-table work under a blocking lock (stall and errors still count)",
+    )
+    p.add_argument("--out", type=Path, default=Path("rehearsal"), help="report folder")
+    a = p.parse_args(argv)
+    if a.rows < 1 or a.rate <= 0:
+        p.error("--rows and --rate must be positive")
+    budget = report.Budget(a.max_stall, a.max_errors, a.allow_table_locks)
+    return Args(a.start, a.rows, a.rate, a.warmup, a.gap, budget, a.out)
+
+
+# --- revisions -------------------------------------------------------------------------
+
+
+def configured_revision(settings: Settings) -> str | None:
+    """The configured database's revision, if it answers within a few seconds."""
+    try:
+        url = settings.sync_url
+        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            heads = migrate.current_revisions(conn)
+    except (CommandFailure, SQLAlchemyError):
+        return None
+    return next(iter(heads)) if len(heads) == 1 else None
+
+
+def pending(script: ScriptDirectory, start: str | None, settings: Settings) -> tuple[str, list]:
+    """The starting revision and the revisions after it, oldest first."""
+    heads = script.get_heads()
+    if len(heads) != 1:
+        raise RehearsalError(f"the history has {len(heads)} heads: merge them first")
+    head = script.get_revision(heads[0])
+    if start is None:
+        start = configured_revision(settings)
+        if start is None or start == head.revision:
+            down = head.down_revision
+            if not isinstance(down, str):
+                raise RehearsalError("head has no single previous revision: give --from REV")
+            start = down
+    try:
+        rev = script.get_revision(start)
+    except Exception as exc:  # alembic raises several kinds for unknown/ambiguous ids
+        raise RehearsalError(f"--from {start}: {exc}") from None
+    if rev is None:
+        raise RehearsalError(f"--from {start}: not a revision of this history")
+    todo = list(reversed(list(script.iterate_revisions(head.revision, rev.revision))))
+    todo = [r for r in todo if r.revision != rev.revision]
+    if not todo:
+        raise RehearsalError(f"nothing to rehearse: {rev.revision} is head")
+    return rev.revision, todo
+
+
+# --- the app and the load --------------------------------------------------------------
+
+
+def app_env(pg: EmbeddedPostgres, settings: Settings, api_key: str) -> dict[str, str]:
+    env = {**os.environ, **env_for_url(pg.url), "ENVIRONMENT": "test", "API_KEY": api_key}
+    password = settings.postgres_app_password
+    env["POSTGRES_APP_USER"] = settings.postgres_app_user or ""
+    env["POSTGRES_APP_PASSWORD"] = password.get_secret_value() if password else ""
+    env.pop("PIPENV_ACTIVE", None)  # the child reads its settings from this environment
+    return env
+
+
+def start_app(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port),
+             "--host", "127.0.0.1", "--no-access-log"],
+            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise RehearsalError(f"the app exited at start: {' '.join(tail)}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):  # noqa: S310
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    stop(proc)
+    raise RehearsalError("the app did not answer /health within 60 s")
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 40) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def load_plan(dsn: str, api_key: str, path: Path) -> None:
+    """The codes the load reads, and free user-assigned codes its writes create."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('country') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                raise RehearsalError(
+                    "the load addresses /country, but this revision has no country table: "
+                    "start from a later revision (--from)"
+                )
+            cur.execute("SELECT alpha2, alpha3 FROM country")
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    codes = sorted(a2 for a2, _ in rows)
+    taken = {c for row in rows for c in row}
+    free = [(a2, f"{a2}X") for a2 in FREE_ALPHA2 if a2 not in taken and f"{a2}X" not in taken]
+    path.write_text(json.dumps({"codes": codes, "free": free, "api_key": api_key}))
+
+
+def start_load(url: str, rate: float, plan: Path, out: Path, log: Path) -> subprocess.Popen:
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "devtools.rehearse.loadgen", "--url", url,
+             "--rate", str(rate), "--plan", str(plan), "--out", str(out)],
+            cwd=PROJECT_ROOT, stdout=err, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def read_records(path: Path) -> list[list]:
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a hard stop
+    return records
+
+
+# --- the rehearsal ---------------------------------------------------------------------
+
+
+def rehearse(args: Args, console: Console) -> dict:
+    settings = read_settings()
+    cfg = migrate.alembic_config(settings)
+    start, todo = pending(ScriptDirectory.from_config(cfg), args.start, settings)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("app.log", "loadgen.log"):
+        (args.out / name).unlink(missing_ok=True)
+    windows: list[report.Window] = []
+    tracer = StatementTracer()
+    app = load = None
+    sampler: LockSampler | None = None
+    failed_at: str | None = None
+    with throwaway(prefix="country-rehearse-") as pg:
+        target = settings.for_database(pg.url).model_copy(
+            update={
+                "postgres_app_user": APP_ROLE,
+                "postgres_app_password": SecretStr(secrets.token_urlsafe(16)),
+            }
+        )
+        engine = migrate.sync_engine(target)
+        run_cfg = migrate.alembic_config(target)
+        run_cfg.attributes["connection"] = engine  # env.py then leaves logging alone
+        dsn = pg.url
+        try:
+            with console.status(f"migrating a throwaway database to {start}"):
+                migrate.upgrade(target, target=start, cfg=run_cfg)
+            console.log(f"throwaway PostgreSQL at {start}")
+            t = time.monotonic()
+            with console.status("seeding") as status:
+                added = seed.fill(
+                    engine,
+                    args.rows,
+                    progress=lambda table, n: status.update(f"seeding {table}: {n:,} rows"),
+                )
+            console.log(f"seeded {added} in {time.monotonic() - t:.1f} s")
+            api_key = secrets.token_urlsafe(24)
+            app, url = start_app(app_env(pg, target, api_key), args.out / "app.log")
+            load_plan(dsn, api_key, args.out / "plan.json")
+            requests = args.out / "requests.jsonl"
+            load = start_load(
+                url, args.rate, args.out / "plan.json", requests, args.out / "loadgen.log"
+            )
+            origin = time.monotonic()
+            sampler = LockSampler(dsn)
+            sampler.start()
+            with console.status(f"load warm-up: {args.rate:g} requests/s for {args.warmup:g} s"):
+                time.sleep(args.warmup)
+            for i, rev in enumerate(todo, 1):
+                label = f"{rev.revision} {rev.doc.splitlines()[0] if rev.doc else ''}".strip()
+                tables_before, files_before = seed.table_names_at(dsn), relfilenodes(dsn)
+                window = report.Window("revision", label, time.monotonic(), 0.0)
+                window.rows = table_rows(dsn)
+                window.since = max((w.end for w in windows if w.kind == "revision"), default=0.0)
+                with console.status(f"applying {i}/{len(todo)}: {label}"):
+                    tracer.active = True
+                    try:
+                        migrate.upgrade(target, target=rev.revision, cfg=run_cfg)
+                    except Exception as exc:  # a revision that fails is the finding
+                        window.error = str(exc).strip().splitlines()[0][:300]
+                    finally:
+                        tracer.active = False
+                        window.end = time.monotonic()
+                windows.append(window)
+                files_after = relfilenodes(dsn)
+                window.rewrites = sorted(
+                    t for t, node in files_before.items() if files_after.get(t, node) != node
+                )
+                console.log(f"{label}: {window.end - window.start:.2f} s")
+                if window.error:
+                    failed_at = rev.revision
+                    break
+                new_tables = seed.table_names_at(dsn) - tables_before
+                if new_tables:
+                    seeding = report.Window("seed", f"seed {', '.join(sorted(new_tables))}",
+                                            time.monotonic(), 0.0)  # fmt: skip
+                    with console.status(f"seeding {', '.join(sorted(new_tables))}"):
+                        seed.fill(engine, args.rows, only=new_tables)
+                    seeding.end = time.monotonic()
+                    windows.append(seeding)
+                time.sleep(args.gap)
+        finally:
+            if sampler is not None:
+                sampler.stop()
+            with console.status("stopping the load and the app"):
+                stop(load)
+                stop(app)
+            tracer.close()
+            engine.dispose()
+    records = read_records(args.out / "requests.jsonl") if load is not None else []
+    revisions = [
+        report.summarize(w, records, tracer.statements, sampler.waits if sampler else [],
+                         args.budget, APP_ROLE)
+        for w in windows if w.kind == "revision"
+    ]  # fmt: skip
+    result = {
+        "from": start,
+        "rows": args.rows,
+        "rate": args.rate,
+        "budget": vars(args.budget),
+        "requests": len(records),
+        "revisions": revisions,
+        "stopped_at": failed_at,
+        "statements": [s.as_dict() for s in tracer.statements],
+    }
+    (args.out / "report.json").write_text(json.dumps(result, indent=2))
+    report.plot(
+        args.out / "timeline.png",
+        records,
+        windows,
+        origin,
+        f"rehearsal from {start}: {args.rows:,} rows, {args.rate:g} requests/s",
+    )
+    return result
+
+
+def print_summary(result: dict, out: Path, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"rehearsal from {result['from']} ({result['rows']:,} rows)")
+    for column in ("revision", "s", "requests", "p99 ms", "max ms", "errors", "rewrote", "verdict"):
+        table.add_column(column, no_wrap=column == "revision")
+    for r in result["revisions"]:
+        table.add_row(
+            r["revision"].split()[0], f"{r['seconds']:.2f}", str(r["requests"]), str(r["p99_ms"]),
+            str(r["max_ms"]), str(r["errors"]), ", ".join(r["rewrote"]) or "-", r["verdict"],
+        )  # fmt: skip
+    console.print(table)
+    for r in result["revisions"]:
+        for reason in r["reasons"]:
+            console.print(f"[bold]{r['revision'].split()[0]}[/]: {reason}")
+    console.print(f"report: {out / 'report.json'}, timeline: {out / 'timeline.png'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    # stdout: stderr keeps the one line of a failure. Wide enough for the table in a log.
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    with fail_on_errors():
+        result = rehearse(args, console)
+        print_summary(result, args.out, console)
+        over = [r for r in result["revisions"] if r["verdict"] != "pass"]
+        if over:
+            raise RehearsalError(
+                "; ".join(
+                    f"revision {r['revision'].split()[0]} {r['verdict']} (client stall "
+                    f"{r['max_ms'] / 1000:.2f} s, {r['errors']} errors): {r['reasons'][0]}"
+                    for r in over
+                )
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
