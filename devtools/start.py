@@ -121,6 +121,7 @@ def serve(settings: Settings, reload: bool) -> None:
             port=settings.api_port,
             reload=True,
             reload_dirs=[str(PROJECT_ROOT / "src")],
+            server_header=False,
         )
     else:
         uvicorn.run(
@@ -128,6 +129,7 @@ def serve(settings: Settings, reload: bool) -> None:
             host=settings.api_host,
             port=settings.api_port,
             proxy_headers=False,
+            server_header=False,  # no `server: uvicorn` banner
         )
 
 

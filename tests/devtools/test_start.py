@@ -80,7 +80,10 @@ def stop(proc: subprocess.Popen) -> str:
 def test_start_serves_the_api_and_stops_its_database(start_env, running_start):
     proc, base = running_start
     db_port = int(start_env["POSTGRES_PORT"])
-    assert httpx.get(f"{base}/country/GB").json()["alpha3"] == "GBR"
+    answer = httpx.get(f"{base}/country/GB")
+    assert answer.json()["alpha3"] == "GBR"
+    assert "server" not in answer.headers  # no banner
+    assert answer.headers["x-content-type-options"] == "nosniff"
     body = {"alpha2": "XD", "alpha3": "XDD", "name": "Startland"}
     key = {"X-API-Key": "start-test-key"}
     assert httpx.post(f"{base}/country", json=body, headers=key).status_code == 201

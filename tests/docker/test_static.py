@@ -169,6 +169,7 @@ def test_compose_commands_are_the_projects_commands(services):
     assert command_argv(services["api"]["command"]) == dockerfile_cmd(), (
         "the image's default command (a Kubernetes Deployment's) must be the api service's"
     )
+    assert "--no-server-header" in dockerfile_cmd()  # no `server: uvicorn` banner
 
 
 def test_api_scales_behind_one_loopback_port(compose, services):
