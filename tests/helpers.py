@@ -135,6 +135,18 @@ def pipenv_project(dest: Path, dotenv: str) -> Path:
     return dest
 
 
+def pipenv_run(project: Path, script: str, **env: str) -> subprocess.CompletedProcess:
+    """`NAME=value ... pipenv run <script>` in `project`, as typed in a fresh terminal."""
+    return subprocess.run(
+        [*pipenv_command(), "run", script],
+        cwd=project,
+        env=pipenv_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def pipenv_env(**extra: str) -> dict[str, str]:
     """A shell's environment, as if `pipenv run` were typed in a fresh terminal."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPENV_", "VIRTUAL_ENV"))}

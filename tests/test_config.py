@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from src.cli import settings_error_line
 from src.config import PROJECT_ROOT, Settings, SettingsError, read_settings
-from tests.helpers import pipenv_command, pipenv_env, pipenv_project
+from tests.helpers import pipenv_project, pipenv_run
 
 BASE = {
     "POSTGRES_USER": "u",
@@ -135,14 +135,7 @@ def test_the_environment_wins_over_dotenv_under_pipenv_run(tmp_path: Path):
     """`ENVIRONMENT=production pipenv run start` with the placeholder key in .env: pipenv
     loads .env over the environment, so this used to start as `local`."""
     project = pipenv_project(tmp_path / "project", example_dotenv())
-    proc = subprocess.run(
-        [*pipenv_command(), "run", "start"],
-        cwd=project,
-        env=pipenv_env(ENVIRONMENT="production"),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = pipenv_run(project, "start", ENVIRONMENT="production")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ENVIRONMENT=production needs a real API_KEY"), proc.stderr
@@ -151,14 +144,7 @@ def test_the_environment_wins_over_dotenv_under_pipenv_run(tmp_path: Path):
 
 def test_a_plain_dotenv_line_is_refused_under_pipenv_run(tmp_path: Path):
     project = pipenv_project(tmp_path / "project", example_dotenv(ENVIRONMENT="ENVIRONMENT=local"))
-    proc = subprocess.run(
-        [*pipenv_command(), "run", "migrate"],
-        cwd=project,
-        env=pipenv_env(ENVIRONMENT="production"),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = pipenv_run(project, "migrate", ENVIRONMENT="production")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: .env: ENVIRONMENT is a plain NAME=value line"), proc.stderr

@@ -156,13 +156,13 @@ class LockSampler(threading.Thread):
         self.join(timeout=5)
 
 
-def relfilenodes(dsn: str) -> dict[str, int]:
-    """Each public table's storage file: a new one after a revision means a rewrite."""
+def _per_table(dsn: str, column: str) -> dict[str, int]:
+    """`column` of pg_class for each public table."""
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cursor:
             cursor.execute(
-                "SELECT c.relname, c.relfilenode FROM pg_class c JOIN pg_namespace n "
+                f"SELECT c.relname, {column} FROM pg_class c JOIN pg_namespace n "
                 "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"
             )
             return dict(cursor.fetchall())
@@ -170,16 +170,11 @@ def relfilenodes(dsn: str) -> dict[str, int]:
         conn.close()
 
 
+def relfilenodes(dsn: str) -> dict[str, int]:
+    """Each public table's storage file: a new one after a revision means a rewrite."""
+    return _per_table(dsn, "c.relfilenode")
+
+
 def table_rows(dsn: str) -> dict[str, int]:
     """Each public table's row count (the planner's estimate: seeded tables are analyzed)."""
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT c.relname, greatest(c.reltuples, 0)::bigint FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind = 'r'"
-            )
-            return dict(cursor.fetchall())
-    finally:
-        conn.close()
+    return _per_table(dsn, "greatest(c.reltuples, 0)::bigint")
