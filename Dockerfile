@@ -42,4 +42,4 @@ EXPOSE 8765
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8765/health', timeout=2)"]
 # No `server: uvicorn` banner: what runs here is nobody's business.
-CMD ["uvicorn", "src.main:app", "--host", "0.0.0.0", "--port", "8765", "--no-server-header"]
+CMD ["uvicorn", "src.main:app", "--host", "0.0.0.0", "--port", "8765", "--no-server-header", "--no-access-log"]

@@ -20,6 +20,7 @@ from devtools.embedded_pg import EmbeddedPostgres, ServerIdentity, from_settings
 from src import migrate
 from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, read_settings
+from src.logs import configure_logging
 from src.main import create_app
 
 
@@ -114,6 +115,7 @@ def _terminate(signum, frame) -> None:
 
 
 def serve(settings: Settings, reload: bool) -> None:
+    configure_logging(settings)
     if reload:  # the app is rebuilt in a child process, which reads settings itself
         uvicorn.run(
             "src.main:app",
@@ -122,6 +124,8 @@ def serve(settings: Settings, reload: bool) -> None:
             reload=True,
             reload_dirs=[str(PROJECT_ROOT / "src")],
             server_header=False,
+            access_log=False,  # the app writes its own, with request IDs (src/logs.py)
+            log_config=None,
         )
     else:
         uvicorn.run(
@@ -130,6 +134,8 @@ def serve(settings: Settings, reload: bool) -> None:
             port=settings.api_port,
             proxy_headers=False,
             server_header=False,  # no `server: uvicorn` banner
+            access_log=False,  # the app writes its own, with request IDs (src/logs.py)
+            log_config=None,  # configure_logging's, not uvicorn's
         )
 
 

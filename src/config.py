@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # Ping each pooled connection (one round trip) before a request uses it.
     db_pool_pre_ping: bool = False
 
+    # Logs: JSON lines (one access line per request, with its request ID) or text.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8765, ge=1, le=65535)
 

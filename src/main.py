@@ -17,6 +17,7 @@ from src import errors
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.db import Database
+from src.logs import RequestContext, configure_logging
 from src.middleware import BodyGuard, MethodGuard, SecurityHeaders
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     routes = [*own, *health.router.routes, *country.router.routes]
     app.add_middleware(MethodGuard, routes=routes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestContext)  # outermost: every answer has its request ID
     errors.install(app)
     app.include_router(health.router)
     app.include_router(country.router)
@@ -74,6 +76,7 @@ def app_from_environment() -> FastAPI:
         raise SystemExit(f"error: {exc}") from None
     if problem := settings.startup_problem():
         raise SystemExit(f"error: {problem}")
+    configure_logging(settings)
     return create_app(settings)
 
 
