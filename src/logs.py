@@ -25,10 +25,11 @@ access_log = logging.getLogger("src.access")
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds the current request's ID (or "-") to every record."""
+    """Adds the current request's ID (or "-") to every record; drops terminal colours."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        record.__dict__.pop("color_message", None)  # uvicorn's ANSI copy of the message
         return True
 
 
