@@ -221,6 +221,11 @@ class Settings(BaseSettings):
             _ = self.app_async_url
         except SettingsError as exc:
             return str(exc)
+        for key in ("sslrootcert", "sslcert", "sslkey"):
+            path = self.app_tls.get(key)
+            if path and not os.access(path, os.R_OK):
+                setting = f"POSTGRES_{key.upper()} or {key}= in the URL"
+                return f"TLS {key} {path!r} cannot be read ({setting})"
         if self.environment != "production":
             return None
         return api_key_problem(self.api_key.get_secret_value() if self.api_key else "")

@@ -133,3 +133,12 @@ async def test_verify_full_really_verifies_through_a_tls_endpoint(settings, migr
         assert await connects("127.0.0.1", "verify-ca", "ca.pem") == (True, True)
         assert await connects("localhost", "verify-full", "other.pem") == (False, False)
         assert await connects("localhost", "require", "other.pem") == (False, False)
+
+
+def test_an_unreadable_tls_file_stops_the_app_in_one_line(database_url, tmp_path):
+    """Not a 503 on every request later: the app refuses to start, naming the file."""
+    missing = tmp_path / "no-such-ca.pem"
+    url = f"{database_url}?sslmode=verify-full&sslrootcert={missing}"
+    proc = run_python("-c", "from src.main import app", cwd=PROJECT_ROOT, env=child_env(url))
+    line = one_line_failure(proc)
+    assert line.startswith("error: TLS sslrootcert") and str(missing) in line, line
