@@ -18,10 +18,11 @@ do the countries they belong to (no ON DELETE CASCADE reaches them); upgrading a
 adds the removed rows back and leaves the kept ones alone.
 """
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects.postgresql import insert
 
 revision: str = "8ef7e5e3c367"
@@ -116,3 +117,12 @@ def downgrade() -> None:
         iso = values(COUNTRY_COLUMNS, rows)
         unchanged = [country.c[name].is_not_distinct_from(iso.c[name]) for name in COUNTRY_COLUMNS]
         op.execute(country.delete().where(*unchanged, ~in_use))
+    if not context.is_offline_mode():  # say what stays, so a rollback surprises nobody
+        count = sa.select(sa.func.count())
+        kept = [op.get_bind().scalar(count.select_from(t)) for t in (country, subdivision)]
+        if any(kept):
+            logging.getLogger("alembic.runtime.migration").info(
+                "kept %d countries and %d subdivisions: rows clients added or edited, and the "
+                "countries of those subdivisions (docs/migrations.md)",
+                *kept,
+            )

@@ -2,6 +2,7 @@
 (countries and their subdivisions, added and edited) around each step. Runs over
 whatever revisions alembic/versions holds."""
 
+import logging
 from collections.abc import Iterator
 
 import pycountry
@@ -221,7 +222,9 @@ def test_stairway_up_down_up_keeps_schema_and_data(settings: Settings, alembic_e
     assert all(data.edited.values()), f"no step had rows of the history to edit: {data.edited}"
 
 
-def test_iso_data_downgrade_removes_only_untouched_rows(settings: Settings, alembic_engine: Engine):
+def test_iso_data_downgrade_removes_only_untouched_rows(
+    settings: Settings, alembic_engine: Engine, caplog: pytest.LogCaptureFixture
+):
     """The ISO load's downgrade takes back its own rows, and only those nobody changed:
     a client's subdivision keeps its (unedited) country, an edited one keeps its edit."""
     cfg = config_for(settings.for_database(alembic_engine.url), alembic_engine)
@@ -237,7 +240,9 @@ def test_iso_data_downgrade_removes_only_untouched_rows(settings: Settings, alem
             {"id": france},
         )
         conn.execute(text(f"UPDATE subdivision SET name = '{EDIT}' WHERE code = 'DE-BY'"))
+    caplog.set_level(logging.INFO, logger="alembic")
     command.downgrade(cfg, rev.down_revision)
+    assert "kept 2 countries and 2 subdivisions: rows clients added or edited" in caplog.text
     with alembic_engine.connect() as conn:
         kept = conn.execute(
             text(
