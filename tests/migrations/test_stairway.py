@@ -9,7 +9,7 @@ import pycountry
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, MetaData, Table, insert, select, text, true, update
+from sqlalchemy import Connection, Engine, MetaData, Table, insert, select, text, update
 
 from src.config import Settings
 from tests.helpers import (
@@ -129,11 +129,9 @@ class SeededRows:
     def add_subdivision(self, countries: Table, table: Table, conn: Connection) -> None:
         """Under a country nobody touched if there is one (its downgrade must not take the
         client's row with it), else under one of the seeded countries."""
-        untouched = ~countries.c.id.in_(self.rows["country"]) if self.rows["country"] else None
-        query = select(countries.c.id, countries.c.alpha2).order_by(countries.c.id).limit(1)
-        parent = conn.execute(query.where(untouched) if untouched is not None else query).first()
-        if parent is None:
-            parent = conn.execute(query).first()
+        watched = countries.c.id.in_(self.rows["country"])  # false sorts first
+        query = select(countries.c.id, countries.c.alpha2).order_by(watched, countries.c.id)
+        parent = conn.execute(query.limit(1)).one()
         values = subdivision_values(table, conn, parent.id, parent.alpha2)
         key = conn.execute(insert(table).values(values).returning(table.c.id)).scalar_one()
         self.rows["subdivision"][key] = {}
@@ -143,7 +141,7 @@ class SeededRows:
         """A client renames one row that the history loaded (none: nothing to edit)."""
         key = conn.scalar(
             select(table.c.id)
-            .where(~table.c.id.in_(self.rows[table.name]) if self.rows[table.name] else true())
+            .where(table.c.id.not_in(self.rows[table.name]))
             .order_by(table.c.id.desc())
             .limit(1)
         )
