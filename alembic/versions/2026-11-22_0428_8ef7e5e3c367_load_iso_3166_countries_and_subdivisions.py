@@ -11,14 +11,18 @@ alpha3, e.g. created through the API) are left exactly as they are, and running 
 twice adds nothing. Batched, literal VALUES: renders offline too. Lightweight
 sa.table() definitions, never the app's models.
 
-The downgrade removes only what this added: subdivisions by ISO code, and countries
-whose row still equals the ISO data (a country edited since is kept).
+The downgrade removes only what this added and nobody changed since: subdivisions whose
+code, name, type and country still equal the ISO data, then countries whose row still
+equals it and that have no subdivision left. Rows a client added or edited stay, and so
+do the countries they belong to (no ON DELETE CASCADE reaches them); upgrading again
+adds the removed rows back and leaves the kept ones alone.
 """
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects.postgresql import insert
 
 revision: str = "8ef7e5e3c367"
@@ -97,8 +101,28 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for rows in batches(iso_subdivisions()):
-        op.execute(subdivision.delete().where(subdivision.c.code.in_([r[0] for r in rows])))
+        iso = values(SUBDIVISION_COLUMNS, rows)
+        op.execute(
+            subdivision.delete().where(
+                subdivision.c.code == iso.c.code,
+                subdivision.c.name.is_not_distinct_from(iso.c.name),
+                subdivision.c.type.is_not_distinct_from(iso.c.type),
+                subdivision.c.country_id == country.c.id,
+                country.c.alpha2 == iso.c.country_alpha2,
+            )
+        )
+    # A country keeps its id while any subdivision (a client's, or an edited one) needs it.
+    in_use = sa.exists().where(subdivision.c.country_id == country.c.id)
     for rows in batches(iso_countries()):
         iso = values(COUNTRY_COLUMNS, rows)
         unchanged = [country.c[name].is_not_distinct_from(iso.c[name]) for name in COUNTRY_COLUMNS]
-        op.execute(country.delete().where(*unchanged))
+        op.execute(country.delete().where(*unchanged, ~in_use))
+    if not context.is_offline_mode():  # say what stays, so a rollback surprises nobody
+        count = sa.select(sa.func.count())
+        kept = [op.get_bind().scalar(count.select_from(t)) for t in (country, subdivision)]
+        if any(kept):
+            logging.getLogger("alembic.runtime.migration").info(
+                "kept %d countries and %d subdivisions: rows clients added or edited, and the "
+                "countries of those subdivisions (docs/migrations.md)",
+                *kept,
+            )

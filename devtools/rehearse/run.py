@@ -185,12 +185,13 @@ def load_plan(dsn: str, api_key: str, path: Path) -> None:
                     "the load addresses /country, but this revision has no country table: "
                     "start from a later revision (--from)"
                 )
-            cur.execute("SELECT alpha2, alpha3 FROM country")
+            # to_jsonb: alpha3 is NULL, not an error, at revisions before it exists
+            cur.execute("SELECT alpha2, to_jsonb(c) ->> 'alpha3' FROM country AS c")
             rows = cur.fetchall()
     finally:
         conn.close()
     codes = sorted(a2 for a2, _ in rows)
-    taken = {c for row in rows for c in row}
+    taken = {c for row in rows for c in row if c}
     free = [(a2, f"{a2}X") for a2 in FREE_ALPHA2 if a2 not in taken and f"{a2}X" not in taken]
     path.write_text(json.dumps({"codes": codes, "free": free, "api_key": api_key}))
 

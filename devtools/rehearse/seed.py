@@ -3,7 +3,8 @@
 One `INSERT ... SELECT ... FROM generate_series()` per table, so a million rows never
 cross the wire. Values follow each column's reflected type; unique columns get distinct
 values (their capacity caps the row count); foreign keys point at existing parent rows;
-columns with a server default or identity keep it. docs/rehearse.md explains the choices.
+columns with a server default or identity keep it; unique 2- and 3-letter codes are real
+ISO 3166-1 codes. docs/rehearse.md explains the choices.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg2
+import pycountry
 from sqlalchemy import Column, Connection, Engine, Enum, MetaData, Table, text
 from sqlalchemy import types as sqltypes
 
@@ -22,11 +24,22 @@ VERSION_TABLE = "alembic_version"
 # Tables that others reference get this many times fewer rows than the largest one.
 PARENT_RATIO = 1000
 # Unique values use letters only (codes such as alpha-2 are letters); at most half of a
-# unique column's capacity is used, leaving room for the rows that clients create.
+# unique column's capacity (of the ISO codes, for 2 or 3 characters) is used, leaving room
+# for the rows that clients create.
 ALPHABET = 26
 FILL_SHARE = 0.5
 # Widest base-26 code we build digit by digit (26**13 > 2**61 rows: never reached).
 MAX_CODE_WIDTH = 13
+
+
+# Unique columns of exactly 2 or 3 characters hold ISO codes in real databases (countries,
+# here), and data steps keyed on them (backfills from pycountry) only find real ones. Both
+# lists follow one country order, so row g gets one country's alpha-2 and alpha-3.
+ISO_COUNTRIES = sorted(pycountry.countries, key=lambda c: c.alpha_2)
+ISO_CODES = {
+    2: [c.alpha_2 for c in ISO_COUNTRIES],
+    3: [c.alpha_3 for c in ISO_COUNTRIES],
+}
 
 
 class SeedError(CommandFailure):
@@ -91,8 +104,18 @@ def string_length(column: Column) -> int | None:
     return getattr(column.type, "length", None)
 
 
+def iso_codes(column: Column) -> list[str] | None:
+    """The ISO codes a unique string column of exactly 2 or 3 characters is filled from."""
+    if isinstance(column.type, sqltypes.String) and not isinstance(column.type, Enum):
+        return ISO_CODES.get(string_length(column) or 0)
+    return None
+
+
 def capacity(column: Column) -> float:
-    """How many distinct values this generator can give the column."""
+    """How many distinct values this generator can give the (unique) column."""
+    codes = iso_codes(column)
+    if codes is not None:
+        return len(codes)
     if isinstance(column.type, sqltypes.String) and not isinstance(column.type, Enum):
         length = string_length(column)
         return ALPHABET ** min(length, MAX_CODE_WIDTH) if length else math.inf
@@ -111,6 +134,10 @@ def value_expr(column: Column, unique: bool) -> str | None:
     if isinstance(type_, Enum):
         labels = ", ".join(f"'{label}'" for label in type_.enums)
         return f"(ARRAY[{labels}]::{type_.name}[])[1 + (g % {len(type_.enums)})]"
+    codes = iso_codes(column) if unique else None
+    if codes is not None:  # capacity() keeps g within the list
+        quoted = ", ".join(f"'{code}'" for code in codes)
+        return f"(ARRAY[{quoted}])[g]"
     if isinstance(type_, sqltypes.String):  # VARCHAR, CHAR, TEXT
         width = string_length(column) or 12
         return code_expr(width) if unique else f"left(initcap({code_expr(min(width, 8))}), {width})"
