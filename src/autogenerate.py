@@ -46,7 +46,10 @@ class Rename:
 
     def in_place(self) -> str:
         if self.is_table:
-            return f"op.rename_table({self.old!r}, {self.new!r})"
+            return (
+                f"op.rename_table({self.old!r}, {self.new!r}), then rename its indexes and "
+                "constraints (ALTER INDEX ... RENAME TO ...) until check-drift is clean"
+            )
         new = self.new or "<new>"
         return f"op.alter_column({self.table!r}, {self.old!r}, new_column_name={new!r})"
 
