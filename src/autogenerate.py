@@ -9,6 +9,7 @@ columns), which would lose the data, unless allowed. Skips an empty revision. Gu
 enum value removal so that it fails, naming the rows' table, while rows still use it.
 """
 
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -186,6 +187,9 @@ def process_revision_directives(
         return
     renames = [r for ops_ in script.upgrade_ops_list for r in suspected_renames(ops_)]
     if renames and not allow_drop_add:
+        if context.config is not None and context.config.cmd_opts is not None:
+            # The CLI would print a CommandError twice (logged, then "FAILED:"): once, exit 1.
+            sys.exit(f"error: {refusal(renames)}")
         raise CommandError(refusal(renames))
     for container in [*script.upgrade_ops_list, *script.downgrade_ops_list]:
         guard_enum_removals(container)
