@@ -130,6 +130,10 @@ def test_a_table_rename_is_refused_with_its_names_once_unless_allowed(
         assert "Traceback" not in output
         assert project.revisions() == before
 
+        proc = project.alembic("check")  # runs the same hook: it reports, never refuses
+        assert proc.returncode != 0 and "refusing" not in proc.stdout + proc.stderr
+        assert "New upgrade operations detected: [('add_table', Table('region'" in proc.stdout
+
         proc = project.alembic("revision", "--autogenerate", "-m", "drop add", **ALLOW)
         assert proc.returncode == 0, proc.stderr
         source = project.new_revision(before)
