@@ -4,20 +4,19 @@ Settings come from `config.attributes["settings"]` when a caller (src.migrate, t
 gates, the tests) passes them, else from the environment, read once here.
 
 Online runs hold the project's migration lock (src.migrate) and give each migration
-its own transaction with lock/statement timeouts. Autogenerate skips empty revisions
-and refuses to write a drop+add of columns on one table: that is usually a rename
-that would lose the column's data.
+its own transaction with lock/statement timeouts. Autogenerate compares enums and CHECK
+constraints too, skips empty revisions and refuses a drop + add that looks like a rename
+(src.autogenerate).
 """
 
-import os
 from logging.config import fileConfig
 
 from alembic import context
-from alembic.operations import ops
 from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
+from src import autogenerate
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.migrate import (
@@ -41,6 +40,7 @@ COMPARE_OPTIONS = {
     "target_metadata": target_metadata,
     "compare_type": True,
     "compare_server_default": True,
+    "autogenerate_plugins": autogenerate.AUTOGENERATE_PLUGINS,
     "transaction_per_migration": True,
 }
 
@@ -49,47 +49,11 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
     return not (type_ == "table" and reflected and compare_to is None and name in UNOWNED_TABLES)
 
 
-def drop_add_allowed() -> bool:
-    """Opt-out of the rename guard for a real drop+add.
-
-    ALEMBIC_ALLOW_DROP_ADD=1, or `alembic -x allow_drop_add=1 revision ...`.
-    """
-    value = context.get_x_argument(as_dictionary=True).get(
-        "allow_drop_add", os.environ.get("ALEMBIC_ALLOW_DROP_ADD", "")
-    )
-    return value.lower() in {"1", "true", "yes"}
-
-
-def suspected_renames(upgrade_ops: ops.UpgradeOps) -> list[str]:
-    found = []
-    for table_ops in upgrade_ops.ops:
-        if not isinstance(table_ops, ops.ModifyTableOps):
-            continue
-        dropped = [op.column_name for op in table_ops.ops if isinstance(op, ops.DropColumnOp)]
-        added = [op.column.name for op in table_ops.ops if isinstance(op, ops.AddColumnOp)]
-        if dropped and added:
-            found.append(f"{table_ops.table_name}: drops {dropped}, adds {added}")
-    return found
-
-
-def process_revision_directives(context_, revision, directives) -> None:
-    if not getattr(config.cmd_opts, "autogenerate", False):
-        return
-    script = directives[0]
-    upgrade_ops = script.upgrade_ops
-    if upgrade_ops.is_empty():
-        directives[:] = []
-        print("No schema changes detected: no revision written.")
-        return
-    renames = suspected_renames(upgrade_ops)
-    if renames and not drop_add_allowed():
-        raise CommandError(
-            "refusing to write a revision that drops and adds columns on the same table "
-            f"({'; '.join(renames)}). If this is a rename, the data would be lost: write "
-            "op.alter_column('<table>', '<old>', new_column_name='<new>') in an empty revision "
-            "(alembic revision -m '...') instead. If you really mean drop + add, rerun with "
-            "ALEMBIC_ALLOW_DROP_ADD=1."
-        )
+def revision_directives(context_, revision, directives) -> None:
+    """src.autogenerate's guards; -x allow_drop_add=1 or ALEMBIC_ALLOW_DROP_ADD=1 opts out."""
+    given = context.get_x_argument(as_dictionary=True).get("allow_drop_add", "")
+    allowed = given.lower() in {"1", "true", "yes"} or settings().alembic_allow_drop_add
+    autogenerate.process_revision_directives(context_, revision, directives, allow_drop_add=allowed)
 
 
 def settings() -> Settings:
@@ -132,7 +96,7 @@ def run_with(connection: Connection, limits: Settings) -> None:
     context.configure(
         connection=connection,
         include_object=include_object,
-        process_revision_directives=process_revision_directives,
+        process_revision_directives=revision_directives,
         **COMPARE_OPTIONS,
     )
     with context.begin_transaction():

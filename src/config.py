@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     migration_lock_wait_seconds: float = Field(default=120, gt=0)
     migration_lock_timeout_ms: int = Field(default=5_000, ge=0)
     migration_statement_timeout_ms: int = Field(default=300_000, ge=0)
+    # For one `alembic-revision` run: write a drop + add the rename guard would refuse.
+    alembic_allow_drop_add: bool = False
 
     environment: Literal["local", "test", "production"] = "local"
     # Required in the X-API-Key header of POST/PATCH/DELETE. Reads stay public.

@@ -4,9 +4,10 @@ They describe the schema at head. `alembic check` (the drift gate) fails when th
 the revisions disagree.
 """
 
+import enum
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Identity, Index, MetaData, String, func
+from sqlalchemy import DateTime, Enum, ForeignKey, Identity, Index, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Deterministic, Postgres-style constraint names, so migrations can refer to them.
@@ -33,6 +34,13 @@ def name_search_index(table: str, name: Mapped[str]) -> Index:
     )
 
 
+class CountrySource(enum.StrEnum):
+    """Where a country row came from: the ISO 3166-1 data the migrations load, or a client."""
+
+    ISO = "iso"
+    CLIENT = "client"
+
+
 class Country(Base):
     """An ISO 3166-1 country (or a user-assigned code such as XK)."""
 
@@ -45,6 +53,11 @@ class Country(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     numeric: Mapped[str | None] = mapped_column(String(3))
     official_name: Mapped[str | None] = mapped_column(String(200))
+    # A PostgreSQL enum type, with the values (not the Python names) as its labels.
+    source: Mapped[CountrySource] = mapped_column(
+        Enum(CountrySource, name="country_source", values_callable=lambda e: [m.value for m in e]),
+        server_default=CountrySource.CLIENT.value,
+    )
 
     subdivisions: Mapped[list["Subdivision"]] = relationship(
         back_populates="country", passive_deletes=True

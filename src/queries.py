@@ -33,6 +33,7 @@ COUNTRY_COLUMNS = (
     Country.name,
     Country.official_name,
     Country.created_at,
+    Country.source,
 )
 # The one way to find a country: alpha-2 or alpha-3 by the code's length, bound as :code.
 _BY_CODE: dict[int, ColumnElement[bool]] = {

@@ -4,7 +4,7 @@ import base64
 import binascii
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -99,6 +99,9 @@ class CountryRead(BaseModel):
         examples=["United Kingdom of Great Britain and Northern Ireland"]
     )
     created_at: datetime
+    source: Literal["iso", "client"] = Field(
+        description="where the row came from: the ISO 3166-1 data the service loads, or a client"
+    )
 
 
 class SubdivisionRead(BaseModel):

@@ -19,8 +19,9 @@ import httpx
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, MetaData, func, select, text
+from sqlalchemy import URL, Engine, MetaData, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from devtools.embedded_pg import UNPRIVILEGED_USER, free_port, port_in_use, traversable_tempdir
 from src.config import PROJECT_ROOT, Settings, env_for_url
@@ -365,3 +366,42 @@ def pgbouncer(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class ScratchProject:
+    """A copy of the project (copy_project) migrated on its own database: edit its models
+    and run its alembic, migrate and gates as a user would, each as a subprocess."""
+
+    def __init__(self, root: Path, url: URL):
+        self.root, self.url = copy_project(root), url
+        self.models = root / "src" / "models.py"
+        self.versions = root / "alembic" / "versions"
+        self.env = child_env(url, TEST_DATABASE_URL=url_string(url))
+
+    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess:
+        return run_python(*args, cwd=self.root, env={**self.env, **extra})
+
+    def alembic(self, *args: str, **extra: str) -> subprocess.CompletedProcess:
+        return self.run("-m", "alembic", *args, **extra)
+
+    def edit_models(self, old: str, new: str) -> None:
+        source = self.models.read_text()
+        assert old in source, f"src/models.py has no {old!r}"
+        self.models.write_text(source.replace(old, new))
+
+    def revisions(self) -> set[Path]:
+        return set(self.versions.glob("*.py"))
+
+    def new_revision(self, before: set[Path]) -> str:
+        """The one revision file written since `before`, its source."""
+        (path,) = self.revisions() - before
+        return path.read_text()
+
+    def query(self, sql: str, **params: Any) -> list[tuple]:
+        engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(text(sql), params)
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            engine.dispose()

@@ -37,7 +37,15 @@ async def test_list_defaults_to_50_ordered_by_alpha2(anon, db):
     assert (body["limit"], body["offset"]) == (50, 0)
     assert [item["alpha2"] for item in body["items"]] == codes[:50]
     first = body["items"][0]
-    assert set(first) == {"alpha2", "alpha3", "numeric", "name", "official_name", "created_at"}
+    assert set(first) == {
+        "alpha2",
+        "alpha3",
+        "numeric",
+        "name",
+        "official_name",
+        "created_at",
+        "source",
+    }
 
 
 async def test_pages_do_not_overlap_and_end_empty(anon, db):
@@ -90,6 +98,7 @@ async def test_get_by_alpha2_or_alpha3_in_any_case(anon, db, code):
         "name": "United Kingdom",
         "official_name": "United Kingdom of Great Britain and Northern Ireland",
         "created_at": None,
+        "source": "iso",
     }
 
 
@@ -272,6 +281,7 @@ async def test_create_returns_201_location_and_stores_the_row(client, db):
     body = created.json()
     assert {k: body[k] for k in NEW} == NEW
     assert body["numeric"] == "999" and body["official_name"] is None
+    assert body["source"] == "client"  # the column's default: the API never sets it
     assert tuple(row(db, "XA")) == ("XA", "XAA", "Test Land", "999", None)
     fetched = await client.get(created.headers["location"])
     assert fetched.json() == body
