@@ -1,0 +1,135 @@
+"""OpenTelemetry traces and metrics: a server span per request, SQL spans as its children.
+
+Off unless the OTEL_* settings name an exporter or an OTLP endpoint (docs/production.md).
+Off, `from_settings` returns None and nothing imports opentelemetry: requests pay nothing.
+On, the maintained instrumentations do the work: FastAPI's (route template, status, the
+request ID echoed in X-Request-ID, the request duration histogram) and SQLAlchemy's, on
+the app's one engine. The SDK reads every other OTEL_* variable itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from src.config import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+logger = logging.getLogger(__name__)
+# src/logs.py puts the request ID on every response; captured, it is the server span's
+# `http.response.header.x_request_id` attribute, whether the client sent it or not.
+REQUEST_ID_HEADER = "x-request-id"
+Signal = Literal["traces", "metrics"]
+
+
+def exporters(settings: Settings, signal: Signal) -> list[str]:
+    """The exporters `signal` goes to: none unless some switch is set (then, as the spec
+    says, each signal defaults to otlp); OTEL_SDK_DISABLED=true turns everything off."""
+    switches = (
+        settings.otel_traces_exporter,
+        settings.otel_metrics_exporter,
+        settings.otel_exporter_otlp_endpoint,
+        settings.otel_exporter_otlp_traces_endpoint,
+        settings.otel_exporter_otlp_metrics_endpoint,
+    )
+    if settings.otel_sdk_disabled or not any(switches):
+        return []
+    named = getattr(settings, f"otel_{signal}_exporter") or "otlp"
+    return [name for name in dict.fromkeys(n.strip() for n in named.split(",")) if name != "none"]
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Where spans and metrics go; tests give in-memory ones, `from_settings` the real."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def instrument_app(self, app: FastAPI) -> None:
+        """Before the first request: the server span wraps the whole middleware stack."""
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.util.http import (
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
+            get_custom_headers,
+        )
+
+        captured = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE)
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            http_capture_headers_server_response=[REQUEST_ID_HEADER, *captured],
+            exclude_spans=["receive", "send"],  # one span per ASGI message is noise
+        )
+
+    def instrument_engine(self, engine: AsyncEngine) -> None:
+        """SQL spans (children of the current request's span) and pool usage, by
+        SQLAlchemy's events on this engine; the transactional view shares them."""
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        # skip_dep_check: the package still declares sqlalchemy<2.1, but uses only the
+        # engine events (before/after_cursor_execute), unchanged in 2.1 (tests/test_telemetry.py).
+        traced = SQLAlchemyInstrumentor().instrument(
+            engine=engine.sync_engine,
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            skip_dep_check=True,
+        )
+        if traced is None:
+            logger.warning("SQLAlchemy was already instrumented: no SQL spans for this app")
+
+    def shutdown(self) -> None:
+        """After the pool is closed: remove the engine hooks, export what is pending."""
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        SQLAlchemyInstrumentor().uninstrument()
+        for provider in (self.tracer_provider, self.meter_provider):
+            if shutdown := getattr(provider, "shutdown", None):  # the no-op ones have none
+                shutdown()
+
+
+def from_settings(settings: Settings) -> Telemetry | None:
+    """The SDK's providers with the configured exporters, or None when telemetry is off."""
+    traces, metrics = exporters(settings, "traces"), exporters(settings, "metrics")
+    if not traces and not metrics:
+        return None
+    from opentelemetry import metrics as metrics_api
+    from opentelemetry import trace as trace_api
+    from opentelemetry.sdk.resources import Resource
+
+    resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+    tracing = _tracer_provider(traces, resource) if traces else trace_api.NoOpTracerProvider()
+    metering = _meter_provider(metrics, resource) if metrics else metrics_api.NoOpMeterProvider()
+    return Telemetry(tracer_provider=tracing, meter_provider=metering)
+
+
+def _tracer_provider(names: list[str], resource) -> TracerProvider:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    made = {"otlp": OTLPSpanExporter, "console": ConsoleSpanExporter}
+    provider = TracerProvider(resource=resource)  # OTEL_TRACES_SAMPLER, span limits
+    for name in names:
+        provider.add_span_processor(BatchSpanProcessor(made[name]()))  # OTEL_BSP_*
+    return provider
+
+
+def _meter_provider(names: list[str], resource) -> MeterProvider:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        PeriodicExportingMetricReader,
+    )
+
+    made = {"otlp": OTLPMetricExporter, "console": ConsoleMetricExporter}
+    # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
+    readers = [PeriodicExportingMetricReader(made[name]()) for name in names]
+    return MeterProvider(resource=resource, metric_readers=readers)

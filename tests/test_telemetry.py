@@ -1,0 +1,226 @@
+"""src/telemetry.py: a real request through the app on the real database gives a server
+span (route template, status, request ID) with its SQL spans as children, and the HTTP
+duration histogram; with no OTEL_* set nothing is exported, nothing is even imported."""
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from sqlalchemy import Engine
+
+from src.config import PROJECT_ROOT, Settings
+from src.main import create_app
+from src.telemetry import Telemetry, exporters, from_settings
+from tests.helpers import API_KEY, child_env, one_line_failure, run_python, unreachable_url
+
+OFF = {
+    "otel_sdk_disabled": False,
+    "otel_traces_exporter": None,
+    "otel_metrics_exporter": None,
+    "otel_exporter_otlp_endpoint": None,
+    "otel_exporter_otlp_traces_endpoint": None,
+    "otel_exporter_otlp_metrics_endpoint": None,
+}
+REQUEST_ID_ATTRIBUTE = "http.response.header.x_request_id"
+
+
+@dataclass
+class Traced:
+    client: httpx.AsyncClient
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+
+    def server_span(self, request_id: str) -> ReadableSpan:
+        found = [
+            span
+            for span in self.spans.get_finished_spans()
+            if span.kind == SpanKind.SERVER
+            and (span.attributes or {}).get(REQUEST_ID_ATTRIBUTE) == (request_id,)
+        ]
+        assert len(found) == 1, [(s.name, s.attributes) for s in self.spans.get_finished_spans()]
+        return found[0]
+
+    def sql_children(self, parent: ReadableSpan) -> list[ReadableSpan]:
+        assert parent.context is not None
+        return [
+            span
+            for span in self.spans.get_finished_spans()
+            if span.parent is not None
+            and span.parent.span_id == parent.context.span_id
+            and (span.attributes or {}).get("db.system") == "postgresql"
+        ]
+
+
+def off(settings: Settings) -> Settings:
+    return settings.model_copy(update=OFF)
+
+
+def without_otel(env: dict[str, str], **extra: str) -> dict[str, str]:
+    """A child's environment with none of the developer's own OTEL_* variables."""
+    return {**{k: v for k, v in env.items() if not k.startswith("OTEL_")}, **extra}
+
+
+@pytest.fixture
+async def traced(settings: Settings, db: Engine) -> AsyncIterator[Traced]:
+    """The app with in-memory exporters, as OTEL_* settings would give it real ones."""
+    spans, metrics = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry = Telemetry(tracer_provider, MeterProvider(metric_readers=[metrics]))
+    app = create_app(off(settings), telemetry=telemetry)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield Traced(client, spans, metrics)
+
+
+def status_of(span: ReadableSpan) -> object:
+    attributes = span.attributes or {}
+    return attributes.get("http.response.status_code", attributes.get("http.status_code"))
+
+
+async def test_a_read_is_a_server_span_with_its_sql_as_children(traced: Traced):
+    response = await traced.client.get("/country/GB", headers={"X-Request-ID": "trace-me-1"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "trace-me-1"
+
+    server = traced.server_span("trace-me-1")
+    assert server.name == "GET /country/{code}"
+    assert (server.attributes or {}).get("http.route") == "/country/{code}"
+    assert status_of(server) == 200
+    sql = traced.sql_children(server)
+    assert sql, "no SQL span under the request's span"
+    assert all(span.kind == SpanKind.CLIENT for span in sql)
+    assert all(span.context.trace_id == server.context.trace_id for span in sql)
+    assert any("country" in str((s.attributes or {}).get("db.statement")) for s in sql)
+
+
+async def test_a_generated_request_id_and_a_write_are_traced_too(traced: Traced):
+    """No X-Request-ID sent: the one the app made is on the span; the write's SQL runs on
+    the transactional view of the same engine and is traced as well."""
+    body = {"alpha2": "XT", "alpha3": "XTT", "name": "Traceland"}
+    response = await traced.client.post("/country", json=body, headers={"X-API-Key": API_KEY})
+    assert response.status_code == 201, response.text
+    server = traced.server_span(response.headers["x-request-id"])
+    assert server.name == "POST /country"
+    assert status_of(server) == 201
+    statements = [
+        str((s.attributes or {}).get("db.statement")) for s in traced.sql_children(server)
+    ]
+    assert any(statement.startswith("INSERT INTO country") for statement in statements), statements
+
+
+async def test_errors_keep_their_status_on_the_span(traced: Traced):
+    response = await traced.client.get("/country/ZZ", headers={"X-Request-ID": "missing-1"})
+    assert response.status_code == 404
+    server = traced.server_span("missing-1")
+    assert status_of(server) == 404
+    assert traced.sql_children(server), "the lookup that found nothing is traced"
+
+
+async def test_metrics_have_the_http_server_duration_histogram(traced: Traced):
+    for _ in range(3):
+        assert (await traced.client.get("/country/FR")).status_code == 200
+    data = traced.metrics.get_metrics_data()
+    assert data is not None
+    metrics = {
+        metric.name: metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    # The stable names (OTEL_SEMCONV_STABILITY_OPT_IN=http), else the old (the default):
+    # either way the route template, never the raw path, so the series stay bounded.
+    if "http.server.request.duration" in metrics:
+        duration, route = metrics["http.server.request.duration"], "http.route"
+    else:
+        duration, route = metrics["http.server.duration"], "http.target"
+    points = [
+        point
+        for point in duration.data.data_points
+        if (point.attributes or {}).get(route) == "/country/{code}"
+    ]
+    assert sum(point.count for point in points) == 3, duration.data.data_points
+
+
+async def test_off_without_otel_settings_and_the_app_works(settings: Settings, db: Engine):
+    assert from_settings(off(settings)) is None
+    app = create_app(off(settings))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/country/GB")).status_code == 200
+    assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
+
+
+def test_off_imports_no_instrumentation_or_sdk(database_url: str, migrated: Engine):
+    """A fresh interpreter, with no OTEL_* set, as `uvicorn src.main:app` starts: the app
+    serves a request, and neither the SDK nor an instrumentation was ever loaded."""
+    script = """
+import asyncio, json, sys
+import httpx
+from asgi_lifespan import LifespanManager
+from src.main import app_from_environment
+
+async def main():
+    async with LifespanManager(app_from_environment()) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            status = (await client.get("/country/GB")).status_code
+    prefixes = ("opentelemetry.sdk", "opentelemetry.instrumentation")
+    loaded = [name for name in sys.modules if name.startswith(prefixes)]
+    print(json.dumps({"status": status, "loaded": loaded}))
+
+asyncio.run(main())
+"""
+    result = run_python("-c", script, cwd=PROJECT_ROOT, env=without_otel(child_env(database_url)))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"status": 200, "loaded": []}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_METRICS_EXPORTER", "otlp,prometheus"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ],
+)
+def test_an_exporter_that_is_not_installed_stops_the_app_in_one_line(name: str, value: str):
+    env = without_otel(child_env(unreachable_url()), **{name: value})
+    result = run_python("-c", "from src.main import app", cwd=PROJECT_ROOT, env=env)
+    assert name in one_line_failure(result)
+
+
+@pytest.mark.parametrize(
+    ("given", "traces", "metrics"),
+    [
+        ({}, [], []),
+        ({"otel_exporter_otlp_endpoint": "http://collector:4318"}, ["otlp"], ["otlp"]),
+        ({"otel_exporter_otlp_traces_endpoint": "http://c:4318/v1/traces"}, ["otlp"], ["otlp"]),
+        ({"otel_traces_exporter": "console", "otel_metrics_exporter": "none"}, ["console"], []),
+        ({"otel_traces_exporter": "otlp,console"}, ["otlp", "console"], ["otlp"]),
+        ({"otel_traces_exporter": "none", "otel_metrics_exporter": "none"}, [], []),
+        ({"otel_exporter_otlp_endpoint": "http://c:4318", "otel_sdk_disabled": True}, [], []),
+    ],
+)
+def test_the_switch_follows_the_spec(settings: Settings, given: dict, traces, metrics):
+    chosen = off(settings).model_copy(update=given)
+    assert exporters(chosen, "traces") == traces
+    assert exporters(chosen, "metrics") == metrics
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled"), [("true", True), ("TRUE", True), ("false", False), ("1", False)]
+)
+def test_only_true_disables_the_sdk(value: str, disabled: bool):
+    assert Settings(_env_file=None, otel_sdk_disabled=value).otel_sdk_disabled is disabled
