@@ -3,12 +3,21 @@ span (route template, status, request ID) with its SQL spans as children, and th
 duration histogram; with no OTEL_* set nothing is exported, nothing is even imported."""
 
 import json
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -17,10 +26,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Engine
 
+from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings
 from src.main import create_app
 from src.telemetry import Telemetry, exporters, from_settings
-from tests.helpers import API_KEY, child_env, one_line_failure, run_python, unreachable_url
+from tests.helpers import (
+    API_KEY,
+    child_env,
+    one_line_failure,
+    run_python,
+    unreachable_url,
+    wait_for,
+)
 
 OFF = {
     "otel_sdk_disabled": False,
@@ -224,3 +241,102 @@ def test_the_switch_follows_the_spec(settings: Settings, given: dict, traces, me
 )
 def test_only_true_disables_the_sdk(value: str, disabled: bool):
     assert Settings(_env_file=None, otel_sdk_disabled=value).otel_sdk_disabled is disabled
+
+
+class Collector(ThreadingHTTPServer):
+    """A stand-in OTLP/HTTP collector on a free loopback port: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                collector.received.append((self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def spans(self) -> list:
+        requests = [
+            ExportTraceServiceRequest.FromString(body)
+            for path, body in self.received
+            if path == "/v1/traces"
+        ]
+        return [
+            (resource.resource, span)
+            for request in requests
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+
+    def metric_names(self) -> set[str]:
+        return {
+            metric.name
+            for path, body in self.received
+            if path == "/v1/metrics"
+            for resource in ExportMetricsServiceRequest.FromString(body).resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+
+
+def attributes_of(item) -> dict[str, object]:
+    def value(any_value):
+        kind = any_value.WhichOneof("value")
+        if kind == "array_value":
+            return tuple(value(v) for v in any_value.array_value.values)
+        return getattr(any_value, kind)
+
+    return {kv.key: value(kv.value) for kv in item.attributes}
+
+
+def test_otlp_endpoint_in_the_environment_exports_to_it(database_url: str, migrated: Engine):
+    """`OTEL_EXPORTER_OTLP_ENDPOINT=... uvicorn src.main:app`, as the image runs: the spans
+    and metrics of a real request reach the collector, named by OTEL_SERVICE_NAME."""
+    with Collector() as collector:
+        threading.Thread(target=collector.serve_forever, daemon=True).start()
+        env = without_otel(
+            child_env(database_url),
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.server_address[1]}",
+            OTEL_SERVICE_NAME="country-api-under-test",
+        )
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", proc)
+            headers = {"X-Request-ID": "exported-1"}
+            response = httpx.get(f"http://127.0.0.1:{port}/country/GB", headers=headers)
+            assert response.status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)  # lifespan shutdown: exports what is pending
+            proc.wait(timeout=30)
+        collector.shutdown()
+
+    spans = collector.spans()
+    servers = [
+        (resource, span)
+        for resource, span in spans
+        if attributes_of(span).get(REQUEST_ID_ATTRIBUTE) == ("exported-1",)
+    ]
+    assert len(servers) == 1, [span.name for _, span in spans]
+    resource, server = servers[0]
+    assert attributes_of(resource)["service.name"] == "country-api-under-test"
+    assert server.name == "GET /country/{code}"
+    children = [span for _, span in spans if span.parent_span_id == server.span_id]
+    assert any(attributes_of(span).get("db.system") == "postgresql" for span in children)
+    assert {"http.server.duration", "http.server.request.duration"} & collector.metric_names()
