@@ -103,25 +103,42 @@ def from_settings(settings: Settings) -> Telemetry | None:
     from opentelemetry import trace as trace_api
     from opentelemetry.sdk.resources import Resource
 
+    logger.info("telemetry on: traces to %s, metrics to %s", traces or "none", metrics or "none")
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
-    tracing = _tracer_provider(traces, resource) if traces else trace_api.NoOpTracerProvider()
-    metering = _meter_provider(metrics, resource) if metrics else metrics_api.NoOpMeterProvider()
-    return Telemetry(tracer_provider=tracing, meter_provider=metering)
+    tracing = _tracer_provider(traces, settings, resource) if traces else None
+    metering = _meter_provider(metrics, settings, resource) if metrics else None
+    return Telemetry(
+        tracer_provider=tracing or trace_api.NoOpTracerProvider(),
+        meter_provider=metering or metrics_api.NoOpMeterProvider(),
+    )
 
 
-def _tracer_provider(names: list[str], resource) -> TracerProvider:
+def otlp_endpoint(settings: Settings, signal: Signal) -> str | None:
+    """The spec's rule: the signal's own endpoint as given, else the shared one + /v1/<signal>;
+    None leaves it to the exporter (its default, localhost:4318). Passed explicitly, so the
+    settings that turned telemetry on (also read from .env) are the ones it sends to."""
+    if own := getattr(settings, f"otel_exporter_otlp_{signal}_endpoint"):
+        return own
+    shared = settings.otel_exporter_otlp_endpoint
+    return f"{shared.rstrip('/')}/v1/{signal}" if shared else None
+
+
+def _tracer_provider(names: list[str], settings: Settings, resource) -> TracerProvider:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    made = {"otlp": OTLPSpanExporter, "console": ConsoleSpanExporter}
+    made = {
+        "otlp": lambda: OTLPSpanExporter(endpoint=otlp_endpoint(settings, "traces")),
+        "console": ConsoleSpanExporter,
+    }
     provider = TracerProvider(resource=resource)  # OTEL_TRACES_SAMPLER, span limits
     for name in names:
         provider.add_span_processor(BatchSpanProcessor(made[name]()))  # OTEL_BSP_*
     return provider
 
 
-def _meter_provider(names: list[str], resource) -> MeterProvider:
+def _meter_provider(names: list[str], settings: Settings, resource) -> MeterProvider:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import (
@@ -129,7 +146,10 @@ def _meter_provider(names: list[str], resource) -> MeterProvider:
         PeriodicExportingMetricReader,
     )
 
-    made = {"otlp": OTLPMetricExporter, "console": ConsoleMetricExporter}
+    made = {
+        "otlp": lambda: OTLPMetricExporter(endpoint=otlp_endpoint(settings, "metrics")),
+        "console": ConsoleMetricExporter,
+    }
     # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
     readers = [PeriodicExportingMetricReader(made[name]()) for name in names]
     return MeterProvider(resource=resource, metric_readers=readers)

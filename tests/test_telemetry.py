@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings
 from src.main import create_app
-from src.telemetry import Telemetry, exporters, from_settings
+from src.telemetry import Telemetry, exporters, from_settings, otlp_endpoint
 from tests.helpers import (
     API_KEY,
     child_env,
@@ -340,3 +340,27 @@ def test_otlp_endpoint_in_the_environment_exports_to_it(database_url: str, migra
     children = [span for _, span in spans if span.parent_span_id == server.span_id]
     assert any(attributes_of(span).get("db.system") == "postgresql" for span in children)
     assert {"http.server.duration", "http.server.request.duration"} & collector.metric_names()
+
+
+@pytest.mark.parametrize(
+    ("given", "traces", "metrics"),
+    [
+        ({}, None, None),
+        ({"otel_exporter_otlp_endpoint": "http://c:4318"}, "http://c:4318/v1/traces", None),
+        ({"otel_exporter_otlp_endpoint": "http://c:4318/"}, "http://c:4318/v1/traces", None),
+        (
+            {
+                "otel_exporter_otlp_endpoint": "http://c:4318/base",
+                "otel_exporter_otlp_metrics_endpoint": "http://m:9000/own",
+            },
+            "http://c:4318/base/v1/traces",
+            "http://m:9000/own",
+        ),
+    ],
+)
+def test_otlp_endpoints_follow_the_spec(settings: Settings, given: dict, traces, metrics):
+    """The shared endpoint gets /v1/<signal>; a signal's own endpoint is used as given."""
+    chosen = off(settings).model_copy(update=given)
+    assert otlp_endpoint(chosen, "traces") == traces
+    expected = metrics or (traces and traces.replace("/v1/traces", "/v1/metrics"))
+    assert otlp_endpoint(chosen, "metrics") == expected
