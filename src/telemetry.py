@@ -29,19 +29,26 @@ Signal = Literal["traces", "metrics"]
 
 
 def exporters(settings: Settings, signal: Signal) -> list[str]:
-    """The exporters `signal` goes to: none unless some switch is set (then, as the spec
-    says, each signal defaults to otlp); OTEL_SDK_DISABLED=true turns everything off."""
-    switches = (
-        settings.otel_traces_exporter,
-        settings.otel_metrics_exporter,
+    """The exporters `signal` goes to. None unless some setting names a destination (an
+    exporter other than none, an OTLP endpoint); then, as the spec says, each signal
+    defaults to otlp. OTEL_SDK_DISABLED=true turns everything off."""
+    chosen = {
+        name: _names(getattr(settings, f"otel_{name}_exporter")) for name in ("traces", "metrics")
+    }
+    endpoints = (
         settings.otel_exporter_otlp_endpoint,
         settings.otel_exporter_otlp_traces_endpoint,
         settings.otel_exporter_otlp_metrics_endpoint,
     )
-    if settings.otel_sdk_disabled or not any(switches):
+    named = any(names and names != ["none"] for names in chosen.values())
+    if settings.otel_sdk_disabled or not (named or any(endpoints)):
         return []
-    named = getattr(settings, f"otel_{signal}_exporter") or "otlp"
-    return [name for name in dict.fromkeys(n.strip() for n in named.split(",")) if name != "none"]
+    return [name for name in chosen[signal] or ["otlp"] if name != "none"]
+
+
+def _names(value: str | None) -> list[str]:
+    """OTEL_*_EXPORTER's comma-separated list, in order, without repeats."""
+    return list(dict.fromkeys(name.strip() for name in value.split(","))) if value else []
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,11 @@ def from_settings(settings: Settings) -> Telemetry | None:
     from opentelemetry import trace as trace_api
     from opentelemetry.sdk.resources import Resource
 
-    logger.info("telemetry on: traces to %s, metrics to %s", traces or "none", metrics or "none")
+    shown = {
+        signal: ", ".join(names) or "none"
+        for signal, names in (("traces", traces), ("metrics", metrics))
+    }
+    logger.info("telemetry on: traces to %(traces)s, metrics to %(metrics)s", shown)
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     tracing = _tracer_provider(traces, settings, resource) if traces else None
     metering = _meter_provider(metrics, settings, resource) if metrics else None

@@ -227,6 +227,9 @@ def test_an_exporter_that_is_not_installed_stops_the_app_in_one_line(name: str, 
         ({"otel_traces_exporter": "console", "otel_metrics_exporter": "none"}, ["console"], []),
         ({"otel_traces_exporter": "otlp,console"}, ["otlp", "console"], ["otlp"]),
         ({"otel_traces_exporter": "none", "otel_metrics_exporter": "none"}, [], []),
+        ({"otel_traces_exporter": "none"}, [], []),  # names no destination: stays off
+        ({"otel_metrics_exporter": "console"}, ["otlp"], ["console"]),
+        ({"otel_traces_exporter": "none", "otel_exporter_otlp_endpoint": "http://c"}, [], ["otlp"]),
         ({"otel_exporter_otlp_endpoint": "http://c:4318", "otel_sdk_disabled": True}, [], []),
     ],
 )
