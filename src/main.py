@@ -52,7 +52,7 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
         finally:
             await database.dispose()
             if telemetry:
-                telemetry.shutdown()
+                telemetry.shutdown(app)
 
     # FastAPIOffline: /docs serves Swagger UI from the installed package, not a CDN.
     app = FastAPIOffline(

@@ -91,11 +91,14 @@ class Telemetry:
         if traced is None:
             logger.warning("SQLAlchemy was already instrumented: no SQL spans for this app")
 
-    def shutdown(self) -> None:
-        """After the pool is closed: remove the engine hooks, export what is pending."""
+    def shutdown(self, app: FastAPI) -> None:
+        """After the pool is closed: remove what was wrapped, export what is pending (with
+        the collector unreachable, the exporters' retries take up to OTEL_EXPORTER_OTLP_TIMEOUT)."""
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         SQLAlchemyInstrumentor().uninstrument()
+        FastAPIInstrumentor.uninstrument_app(app)
         for provider in (self.tracer_provider, self.meter_provider):
             if shutdown := getattr(provider, "shutdown", None):  # the no-op ones have none
                 shutdown()
