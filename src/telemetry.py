@@ -1,7 +1,8 @@
 """OpenTelemetry traces and metrics: a server span per request, SQL spans as its children.
 
 Off unless the OTEL_* settings name an exporter or an OTLP endpoint (docs/production.md).
-Off, `from_settings` returns None and nothing imports opentelemetry: requests pay nothing.
+Off, `from_settings` returns None: no SDK or instrumentation is imported, nothing is
+wrapped, and requests pay nothing.
 On, the maintained instrumentations do the work: FastAPI's (route template, status, the
 request ID echoed in X-Request-ID, the request duration histogram) and SQLAlchemy's, on
 the app's one engine. The SDK reads every other OTEL_* variable itself.
@@ -92,8 +93,8 @@ class Telemetry:
             logger.warning("SQLAlchemy was already instrumented: no SQL spans for this app")
 
     def shutdown(self, app: FastAPI) -> None:
-        """After the pool is closed: remove what was wrapped, export what is pending (with
-        the collector unreachable, the exporters' retries take up to OTEL_EXPORTER_OTLP_TIMEOUT)."""
+        """After the pool is closed: remove what was wrapped, export what is pending (the
+        exporters retry an unreachable collector within OTEL_EXPORTER_OTLP_TIMEOUT)."""
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
