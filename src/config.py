@@ -29,6 +29,8 @@ API_KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
 API_KEY_MIN_DISTINCT = 10
 API_KEY_HOWTO = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 DATABASE_FIELDS = ("postgres_user", "postgres_password", "postgres_db")
+# OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER values this project installs exporters for.
+OTEL_EXPORTERS = ("otlp", "console", "none")
 
 
 class SettingsError(CommandFailure):
@@ -94,6 +96,20 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    # OpenTelemetry (src/telemetry.py): off unless an exporter or an OTLP endpoint is named.
+    # These decide the switch, with the spec's names and meanings; the SDK reads every other
+    # OTEL_* itself (service name, headers, sampler, batching).
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str | None = None
+    otel_metrics_exporter: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_exporter_otlp_metrics_endpoint: str | None = None
+    # Only OTLP over HTTP (protobuf) is installed: the spec's default, a collector's :4318.
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] | None = None
+    otel_exporter_otlp_traces_protocol: Literal["http/protobuf"] | None = None
+    otel_exporter_otlp_metrics_protocol: Literal["http/protobuf"] | None = None
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8765, ge=1, le=65535)
 
@@ -110,11 +126,35 @@ class Settings(BaseSettings):
         "postgres_sslcert",
         "postgres_sslkey",
         "app_database_url",
+        "otel_traces_exporter",
+        "otel_metrics_exporter",
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
+        "otel_exporter_otlp_metrics_endpoint",
+        "otel_exporter_otlp_protocol",
+        "otel_exporter_otlp_traces_protocol",
+        "otel_exporter_otlp_metrics_protocol",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("otel_sdk_disabled", mode="before")
+    @classmethod
+    def _only_true_disables(cls, value: object) -> object:
+        """The spec: only "true" (any case) disables the SDK; any other value does not."""
+        return value.strip().lower() == "true" if isinstance(value, str) else value
+
+    @field_validator("otel_traces_exporter", "otel_metrics_exporter")
+    @classmethod
+    def _known_exporters(cls, value: str | None) -> str | None:
+        if value is not None:
+            unknown = {name.strip() for name in value.split(",")} - set(OTEL_EXPORTERS)
+            if unknown:
+                given, known = ", ".join(sorted(unknown)), ", ".join(OTEL_EXPORTERS)
+                raise ValueError(f"{given}: not one of {known} (comma-separated)")
+        return value
 
     @field_validator("database_url", "test_database_url", "app_database_url")
     @classmethod

@@ -21,14 +21,20 @@ from src.logs import RequestContext, configure_logging
 from src.middleware import BodyGuard, MethodGuard, SecurityHeaders
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
+from src.telemetry import Telemetry, from_settings
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> FastAPI:
+    """`telemetry`: where spans and metrics go; by default the OTEL_* settings (often off)."""
+    telemetry = telemetry or from_settings(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.database = database = Database(settings)
+        if telemetry:
+            telemetry.instrument_engine(database.autocommit)
         if settings.postgres_app_user is None:
             logger.warning(
                 "the API logs in as the schema owner: set POSTGRES_APP_USER and "
@@ -45,6 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await database.dispose()
+            if telemetry:
+                telemetry.shutdown(app)
 
     # FastAPIOffline: /docs serves Swagger UI from the installed package, not a CDN.
     app = FastAPIOffline(
@@ -65,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(country.router)
+    if telemetry:
+        telemetry.instrument_app(app)
     return app
 
 
