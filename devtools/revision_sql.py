@@ -165,7 +165,9 @@ def render(cfg: Config, revision: Script, direction: str) -> RenderedRevision:
     except Exception as exc:  # anything the revision's code raises: one line, no traceback
         line = error_line(exc, source)
         where = f"{display_path(source)}{f':{line}' if line else ''}"
-        hint = f"; {OFFLINE_HINT}" if "offline" in str(exc).lower() or "bind" in str(exc) else ""
+        code = source.read_text().splitlines()[line - 1] if line else ""
+        needs_db = any(word in code for word in ("get_bind", "bind.", "connection"))
+        hint = f"; {OFFLINE_HINT}" if needs_db or "offline" in str(exc).lower() else ""
         raise RenderError(
             f"{where}: {revision.revision} {direction} does not render offline "
             f"(alembic {direction} {target} --sql): {one_line(exc)}{hint}"

@@ -1,8 +1,10 @@
 """The migration gates (devtools.migration_checks): each one passes on a good history and is
 shown failing on a bad one, built in a scratch copy of the project."""
 
+import os
 import re
 import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -138,6 +140,87 @@ def test_heads_gate_fails_on_two_heads(project: Path):
     proc = gates(project, "all")  # drift cannot run on two heads
     assert line in gate_failure(proc)
     assert "drift: skipped until the history has a single head" in proc.stdout
+
+
+def git(repo: Path, *args: str, env: dict[str, str], check: bool = True):
+    proc = subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert not check or proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_a_clean_git_merge_that_makes_two_heads_is_caught_by_the_hooks(tmp_path: Path):
+    """Two branches each add a revision on the same head: git merges them without a
+    conflict. The hooks `pipenv run setup` installs stop the merge commit, shout after a
+    merge made anyway (--no-verify), and stop the push before any test runs."""
+    repo = copy_project(tmp_path / "repo")
+    for name in (".pre-commit-config.yaml", "Pipfile"):
+        shutil.copy2(PROJECT_ROOT / name, repo / name)
+    (repo / ".venv").symlink_to(PROJECT_ROOT / ".venv")
+    (repo / ".gitignore").write_text(".venv\n__pycache__/\n")
+    env = child_env(
+        unreachable_url(),
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+        PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"),
+    )
+    git(repo, "init", "-q", "-b", "main", env=env)
+    git(repo, "add", "-A", env=env)
+    git(repo, "commit", "-q", "--no-verify", "-m", "base", env=env)
+    setup = tomllib.loads((PROJECT_ROOT / "Pipfile").read_text())["scripts"]["setup"]
+    (install,) = [line.strip() for line in setup.splitlines() if "pre-commit install" in line]
+    installed = subprocess.run(
+        ["bash", "-c", install], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+    (head,) = ScriptDirectory.from_config(alembic_config()).get_heads()
+    for branch, revision in (("a", "aaaa00000001"), ("b", "bbbb00000002")):
+        git(repo, "checkout", "-q", "-b", branch, "main", env=env)
+        write_revision(repo / "alembic" / "versions", revision, head, CLEAN_BASE)
+        git(repo, "add", "-A", env=env)
+        git(repo, "commit", "-q", "--no-verify", "-m", f"add {revision}", env=env)
+    git(repo, "checkout", "-q", "a", env=env)
+    two_heads = (
+        "error: heads: 2 heads (aaaa00000001 in alembic/versions/aaaa00000001_test_only.py, "
+        "bbbb00000002 in alembic/versions/bbbb00000002_test_only.py): two branches each "
+        "added a revision; join them with `pipenv run alembic merge heads -m 'merge heads'`"
+    )
+
+    merge = git(repo, "merge", "-m", "merge b", "b", env=env, check=False)  # pre-merge-commit
+    assert merge.returncode != 0, merge.stdout + merge.stderr
+    assert two_heads in merge.stdout + merge.stderr
+    assert "Not committing merge" in merge.stderr
+    assert git(repo, "rev-parse", "HEAD^2", env=env, check=False).returncode != 0  # no merge
+
+    git(repo, "merge", "--abort", env=env)
+    merge = git(repo, "merge", "--no-verify", "-m", "merge b", "b", env=env)  # post-merge
+    assert two_heads in merge.stdout + merge.stderr
+    post_merge = subprocess.run(
+        [str(repo / ".git" / "hooks" / "post-merge"), "0"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert post_merge.returncode == 1
+    shouted = [line for line in post_merge.stdout.splitlines() if line.startswith("error:")]
+    assert len(shouted) == 1 and shouted[0].startswith(two_heads)
+
+    git(tmp_path, "init", "-q", "--bare", "remote.git", env=env)
+    git(repo, "remote", "add", "origin", str(tmp_path / "remote.git"), env=env)
+    push = git(repo, "push", "origin", "a", env=env, check=False)  # pre-push
+    assert push.returncode != 0
+    assert two_heads in push.stdout + push.stderr
+    ran = re.findall(r"^(.+?)\.{3,}(?:Passed|Failed|Skipped)", push.stdout + push.stderr, re.M)
+    assert ran == ["one migration head on the merged tree"]  # first, alone: no tests ran
+    assert git(tmp_path / "remote.git", "branch", env=env).stdout == ""
 
 
 # --- drift -----------------------------------------------------------------------------
@@ -450,6 +533,72 @@ def test_squawk_allowances_are_read_without_importing_the_revision(tmp_path: Pat
     assert migration_checks.squawk_allowances(path) == {}
 
 
+# --- a broken revision: one line, never a traceback ------------------------------------
+
+
+def broken(body: str) -> str:
+    return f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n"
+
+
+@pytest.mark.parametrize(
+    "gate,body,expected",
+    [
+        (
+            "squawk",
+            "op.execute(undefined_name)",
+            "squawk: alembic/versions/bbbb00000002_test_only.py:12: bbbb00000002 upgrade does "
+            "not render offline (alembic upgrade aaaa00000001:bbbb00000002 --sql): NameError: "
+            "name 'undefined_name' is not defined",
+        ),
+        (
+            "squawk",
+            'op.get_bind().execute(sa.text("SELECT 1")).all()',
+            "squawk: alembic/versions/bbbb00000002_test_only.py:12: bbbb00000002 upgrade does "
+            "not render offline (alembic upgrade aaaa00000001:bbbb00000002 --sql): "
+            "AttributeError: 'NoneType' object has no attribute 'all'; code that needs a "
+            "database (op.get_bind(), reading rows) must be guarded by "
+            "`if not context.is_offline_mode():`",
+        ),
+        (
+            "heads",
+            'op.execute("SELECT 1"',
+            "heads: alembic/versions/bbbb00000002_test_only.py:12: does not load: SyntaxError: "
+            "'(' was never closed",
+        ),
+    ],
+    ids=["python-error", "needs-a-connection", "syntax-error"],
+)
+def test_a_broken_revision_is_one_line_naming_its_file(project: Path, gate, body, expected):
+    only_revisions(
+        project, ("aaaa00000001", None, CLEAN_BASE), ("bbbb00000002", "aaaa00000001", broken(body))
+    )
+    (line,) = gate_failure(gates(project, gate))
+    assert line.startswith(expected), line
+
+
+def test_a_type_change_without_using_is_one_line_from_drift(project: Path, sync_engine: Engine):
+    """On PostgreSQL: varchar -> integer needs USING; the gate names the file and the hint."""
+    only_revisions(
+        project,
+        ("aaaa00000001", None, CLEAN_BASE),
+        (
+            "bbbb00000002",
+            "aaaa00000001",
+            broken(
+                'op.alter_column("gadget", "name", type_=sa.Integer(), existing_type=sa.Text())'
+            ),
+        ),
+    )
+    with fresh_database(sync_engine) as url:
+        proc = gates(project, "drift", "--configured-db", TEST_DATABASE_URL=url_string(url))
+    (line,) = gate_failure(proc)
+    assert line == (
+        "drift: alembic/versions/bbbb00000002_test_only.py:12: fails on a fresh database "
+        '(src.migrate, to head): DatatypeMismatch: column "name" cannot be cast automatically '
+        'to type integer; HINT: You might need to specify "USING name::integer".'
+    )
+
+
 # --- wiring ----------------------------------------------------------------------------
 
 
@@ -474,3 +623,12 @@ def test_gates_run_in_ci_hooks_and_pipfile_scripts():
         assert files.search("alembic/versions/2026-01-01_0000_abc_x.py")
         assert files.search("alembic/env.py")
         assert not files.search("src/routes/country.py")
+
+    # On the merged tree, whatever files the merge touched; first on pre-push, alone.
+    assert set(config["default_install_hook_types"]) >= {"pre-merge-commit", "post-merge"}
+    merged = hooks["migration-heads-merged"]
+    assert merged["entry"] == ".venv/bin/python -m devtools.migration_checks heads"
+    assert set(merged["stages"]) == {"pre-merge-commit", "post-merge", "pre-push"}
+    assert merged["always_run"] and merged["fail_fast"]
+    pre_push = [h["id"] for h in hooks.values() if "pre-push" in h.get("stages", [])]
+    assert pre_push[0] == "migration-heads-merged", pre_push
