@@ -284,25 +284,36 @@ class Finding:
 
 def mixed_autocommit(rendered: RenderedRevision) -> list[Finding]:
     """The project's rule: transactional statements and an autocommit_block() in one run.
-    The block commits what came before it; a failure then leaves those steps applied and
-    the revision unrecorded, and the rerun repeats them (DuplicateColumn...)."""
+    Steps before the block are committed by it; steps after it run in a new transaction.
+    Either way a failure leaves part of the revision applied and the revision unrecorded."""
     own = rendered.own
-    in_tx = [s for s in own if s.in_transaction]
     autocommit = [s for s in own if not s.in_transaction]
-    if not (in_tx and autocommit):
+    if not autocommit or len(autocommit) == len(own):
         return []
-    first_tx, first_ac = in_tx[0], autocommit[0]
-    where = f"line {first_ac.source_line}" if first_ac.source_line else "its autocommit_block"
-    example = first_tx.short(60).rstrip(";")
+    start = own.index(autocommit[0])
+    before = [s for s in own[:start] if s.in_transaction]
+    after = [s for s in own[start:] if s.in_transaction]
+    block = f"line {autocommit[0].source_line}" if autocommit[0].source_line else "its block"
+    what = []
+    if before:
+        what.append(
+            f"the autocommit_block() from {block} commits the {len(before)} step(s) before it "
+            f"(e.g. {before[0].short(60).rstrip(';')}): if the block fails they stay applied, "
+            "the revision unrecorded, and a rerun repeats them"
+        )
+    if after:
+        what.append(
+            f"the {len(after)} step(s) after the autocommit_block() from {block} (e.g. "
+            f"{after[0].short(60).rstrip(';')}) run in a new transaction: if they fail, the "
+            "block's work stays applied, the revision unrecorded, and a rerun repeats the block"
+        )
     message = (
-        f"transactional statements and an autocommit_block() in one {rendered.direction} "
-        f"({len(in_tx)} in a transaction, e.g. {example}; {len(autocommit)} in "
-        f"autocommit from {where}): the block commits what ran before it, so a failure leaves "
-        "those steps applied and the revision unrecorded, and a rerun repeats them. Move the "
-        "transactional steps to a revision of their own, or make every step re-runnable and "
-        f'say why: {ALLOW_NAME} = {{"{ATOMICITY_RULE}": "<why a rerun is safe>"}}'
+        f"transactional steps and an autocommit_block() in one {rendered.direction}: "
+        f"{'; '.join(what)}. Move the transactional steps to a revision of their own, or make "
+        f'every step re-runnable and say why: {ALLOW_NAME} = {{"{ATOMICITY_RULE}": '
+        '"<why a rerun is safe>"}'
     )
-    return [Finding(rendered, first_tx, ATOMICITY_RULE, message)]
+    return [Finding(rendered, (before or after)[0], ATOMICITY_RULE, message)]
 
 
 @dataclass
