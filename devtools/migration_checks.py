@@ -267,14 +267,11 @@ class Finding:
             where += f":{self.statement.source_line}"
         text = f"squawk: {where}: {rev.revision} {self.rendered.direction}: {self.rule}: "
         text += " ".join(part for part in (self.message, self.help) if part)
-        fix = squawk_rules.fix_for(
-            self.rule, self.statement.sql, rev.path, self.statement.source_line
-        )
-        if self.rule == ATOMICITY_RULE:
-            fix = None  # its message says what to do
-        elif fix:
-            text += f" Fix: {fix}."
-        if self.rule != ATOMICITY_RULE:
+        if self.rule != ATOMICITY_RULE:  # its message already says what to do
+            fix = squawk_rules.fix_for(
+                self.rule, self.statement.sql, rev.path, self.statement.source_line
+            )
+            text += f" Fix: {fix}." if fix else ""
             text += (
                 f' Or, if it is safe here: {ALLOW_NAME} = {{"{self.rule}": "<why>"}} '
                 f"({squawk_rules.rule_url(self.rule)})."
