@@ -41,6 +41,10 @@ class RenderError(CommandFailure):
     """The revision does not render offline: one line naming its file and the error."""
 
 
+class EnvironmentFailure(CommandFailure):
+    """Rendering failed outside the revision (env.py, a missing package): no revision renders."""
+
+
 @dataclass(frozen=True)
 class Statement:
     sql: str  # as rendered, with its terminator
@@ -164,6 +168,14 @@ def render(cfg: Config, revision: Script, direction: str) -> RenderedRevision:
         getattr(command, direction)(offline, target, sql=True)
     except Exception as exc:  # anything the revision's code raises: one line, no traceback
         line = error_line(exc, source)
+        if line is None and not isinstance(exc, CommandFailure):
+            frames = traceback.extract_tb(exc.__traceback__)
+            ours = [f for f in frames if "site-packages" not in f.filename] or frames
+            raise EnvironmentFailure(
+                f"alembic {direction} --sql fails before any revision runs, at "
+                f"{display_path(ours[-1].filename)}:{ours[-1].lineno}: {one_line(exc)} "
+                "(is the venv up to date? pipenv run setup)"
+            ) from None
         where = f"{display_path(source)}{f':{line}' if line else ''}"
         code = source.read_text().splitlines()[line - 1] if line else ""
         needs_db = any(word in code for word in ("get_bind", "bind.", "connection"))
