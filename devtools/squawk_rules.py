@@ -1,0 +1,229 @@
+"""What the squawk gate adds to squawk: the Alembic form of the fix for the common rules,
+and the varchar widening that squawk flags although PostgreSQL does not rewrite for it.
+
+No advice here may leave an INVALID index behind: a concurrent build that failed leaves
+one, and `if_not_exists=True` would then record success. The fix drops the leftover
+first (DROP INDEX CONCURRENTLY IF EXISTS), as revisions d6afc1b465f9 and 4846b796fdab do.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+RULES_URL = "https://squawkhq.com/docs/"
+
+CONCURRENT_INDEX = (
+    "with op.get_context().autocommit_block(): "
+    'op.drop_index("{index}", table_name="{table}", postgresql_concurrently=True, '
+    'if_exists=True); op.create_index("{index}", "{table}", [...], '
+    "postgresql_concurrently=True) (the drop removes an INVALID leftover of a failed build, "
+    "which IF NOT EXISTS would keep), in a revision with nothing transactional, and "
+    'squawk_allow = {{"prefer-robust-stmts": "the leftover is dropped first"}}'
+)
+NOT_VALID_THEN_VALIDATE = (
+    '{create}(..., postgresql_not_valid=True) in this revision, then op.execute("ALTER '
+    'TABLE {table} VALIDATE CONSTRAINT {constraint}") in the next one (as 726cc7c321d4 '
+    "-> 5e0c05eee4c6)"
+)
+EXPAND_CONTRACT = (
+    "expand/contract: add the new {what} next to the old one and backfill it, release code "
+    "that uses the new one, then drop the old one in a later revision (pipenv run "
+    "check-compat tells when no released code reads it)"
+)
+
+# rule -> the Alembic fix; {table}, {column}, {index}, {constraint} come from the statement.
+FIXES: dict[str, str] = {
+    "require-concurrent-index-creation": CONCURRENT_INDEX,
+    "ban-concurrent-index-creation-in-transaction": CONCURRENT_INDEX,
+    "require-concurrent-index-deletion": (
+        "with op.get_context().autocommit_block(): "
+        'op.drop_index("{index}", table_name="{table}", postgresql_concurrently=True, '
+        "if_exists=True)"
+    ),
+    "adding-required-field": (
+        'op.add_column("{table}", sa.Column("{column}", ..., nullable=True)) or with a '
+        'constant server_default=sa.text("..."); backfill in batches; then NOT NULL the '
+        "safe way (revisions 08f1eb8c3f28 -> 847f19ae2edf -> 185c925ed393)"
+    ),
+    "adding-not-nullable-field": (
+        "with op.get_context().autocommit_block(): "
+        'op.create_check_constraint("{table}_{column}_not_null", "{table}", '
+        '"{column} IS NOT NULL", postgresql_not_valid=True); op.execute("ALTER TABLE {table} '
+        'VALIDATE CONSTRAINT {table}_{column}_not_null"); op.alter_column("{table}", '
+        '"{column}", nullable=False); op.drop_constraint("{table}_{column}_not_null", '
+        '"{table}") (as revision 185c925ed393)'
+    ),
+    "constraint-missing-not-valid": NOT_VALID_THEN_VALIDATE.replace(
+        "{create}", "op.create_foreign_key / op.create_check_constraint"
+    ),
+    "adding-foreign-key-constraint": NOT_VALID_THEN_VALIDATE.replace(
+        "{create}", "op.create_foreign_key"
+    ),
+    "disallowed-unique-constraint": (
+        "with op.get_context().autocommit_block(): "
+        'op.drop_index("{constraint}", table_name="{table}", postgresql_concurrently=True, '
+        'if_exists=True); op.create_index("{constraint}", "{table}", [...], unique=True, '
+        'postgresql_concurrently=True); then op.execute("ALTER TABLE {table} ADD '
+        'CONSTRAINT {constraint} UNIQUE USING INDEX {constraint}")'
+    ),
+    "adding-serial-primary-key-field": (
+        "build a unique index CONCURRENTLY as for disallowed-unique-constraint, then "
+        'op.execute("ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY USING '
+        'INDEX ...")'
+    ),
+    "changing-column-type": (
+        EXPAND_CONTRACT.format(what="column")
+        + "; a varchar widening (String(n) -> String(m > n) or Text) passes as it is; a cast "
+        'PostgreSQL cannot do implicitly needs postgresql_using="{column}::<type>"'
+    ),
+    "adding-field-with-default": (
+        "a constant server_default (sa.text(\"'x'\"), now()) is instant on PostgreSQL 11+; "
+        'for a volatile one: op.add_column("{table}", sa.Column("{column}", ..., '
+        "nullable=True)), backfill in batches, then op.alter_column(..., server_default=...)"
+    ),
+    "ban-drop-column": (
+        "drop it only once no released code reads it (pipenv run check-compat), then allow "
+        "it with that reason"
+    ),
+    "ban-drop-table": (
+        "drop it only once no released code reads it (pipenv run check-compat), then allow "
+        "it with that reason"
+    ),
+    "renaming-column": (
+        EXPAND_CONTRACT.format(what="column")
+        + '; or, if no running code reads it: op.alter_column("{table}", "{column}", '
+        'new_column_name="<new>") with an allowance'
+    ),
+    "renaming-table": (
+        EXPAND_CONTRACT.format(what="table")
+        + '; or op.rename_table("{table}", "<new>") plus op.execute("CREATE VIEW {table} AS '
+        'SELECT * FROM <new>") for the old code, dropped in a later revision'
+    ),
+    "prefer-text-field": (
+        'sa.Text() with sa.CheckConstraint("char_length({column}) <= <n>"), or allow it with '
+        "a reason (a fixed-length code)"
+    ),
+    "prefer-bigint-over-int": "sa.BigInteger()",
+    "prefer-identity": 'sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True)',
+    "prefer-timestamp-tz": "sa.DateTime(timezone=True)",
+}
+ROBUST_DROP = "if_exists=True on the drop (op.drop_index/op.drop_constraint/op.drop_table)"
+
+NAMES = {
+    "table": re.compile(
+        r"\b(?:ALTER TABLE(?: ONLY)?|DROP TABLE(?: IF EXISTS)?|CREATE TABLE(?: IF NOT EXISTS)?"
+        r"|ON|REFERENCES) (\"?[\w.]+\"?)",
+        re.IGNORECASE,
+    ),
+    "column": re.compile(
+        r"\b(?:ADD COLUMN(?: IF NOT EXISTS)?|ALTER COLUMN|DROP COLUMN(?: IF EXISTS)?"
+        r"|RENAME COLUMN) (\"?\w+\"?)",
+        re.IGNORECASE,
+    ),
+    "index": re.compile(
+        r"\bINDEX(?: CONCURRENTLY)?(?: IF (?:NOT )?EXISTS)? (\"?[\w.]+\"?)", re.IGNORECASE
+    ),
+    "constraint": re.compile(r"\bCONSTRAINT (\"?\w+\"?)", re.IGNORECASE),
+}
+
+
+def call_at(path: str | Path | None, line: int | None, name: str | None = None) -> ast.Call | None:
+    """The op.<name>(...) call (any op call if `name` is None) that starts at `line`."""
+    if path is None or line is None:
+        return None
+    for node in ast.walk(ast.parse(Path(path).read_text(), filename=str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and node.lineno == line
+            and isinstance(node.func, ast.Attribute)
+            and (name is None or node.func.attr == name)
+        ):
+            return node
+    return None
+
+
+def names_in(sql: str, path: str | Path | None = None, line: int | None = None) -> dict[str, str]:
+    """The table, column, index and constraint a statement names ('<table>' when it does
+    not; DROP INDEX names no table, so the op call's table_name= is read)."""
+    found = {}
+    for kind, pattern in NAMES.items():
+        match = pattern.search(sql)
+        found[kind] = match.group(1).strip('"') if match else f"<{kind}>"
+    call = call_at(path, line)
+    for keyword in call.keywords if call and found["table"] == "<table>" else []:
+        if keyword.arg == "table_name" and isinstance(keyword.value, ast.Constant):
+            found["table"] = str(keyword.value.value)
+    return found
+
+
+def fix_for(
+    rule: str, sql: str, path: str | Path | None = None, line: int | None = None
+) -> str | None:
+    """The Alembic form of the fix for `rule` on statement `sql` (emitted at `line` of the
+    revision file `path`), if the project has one."""
+    if rule == "prefer-robust-stmts":
+        if re.search(r"\bCREATE\b.*\bINDEX CONCURRENTLY\b", sql, re.IGNORECASE):
+            return (
+                "do not add IF NOT EXISTS here: after a failed build it would keep the "
+                "INVALID index; drop the leftover first instead: "
+                + CONCURRENT_INDEX.format_map(names_in(sql, path, line))
+            )
+        if re.match(r"\s*(DROP|ALTER TABLE \S+ DROP)\b", sql, re.IGNORECASE):
+            return ROBUST_DROP
+        return "make the step re-runnable, or keep it inside the revision's transaction"
+    template = FIXES.get(rule)
+    return template.format_map(names_in(sql, path, line)) if template else None
+
+
+# --- the varchar widening ------------------------------------------------------------
+
+WIDENING_RULES = frozenset({"changing-column-type", "prefer-text-field"})
+BARE_TYPE_CHANGE = re.compile(
+    r"^ALTER TABLE \S+ ALTER COLUMN \S+ TYPE (VARCHAR(\(\d+\))?|TEXT);$", re.IGNORECASE
+)
+STRING_TYPES = {"String", "VARCHAR", "Unicode", "NVARCHAR"}
+TEXT_TYPES = {"Text", "TEXT", "UnicodeText"}
+
+
+def _string_length(node: ast.expr | None) -> tuple[bool, int | None] | None:
+    """(is text, length) of a literal sa.String(n) / VARCHAR / Text expression, else None."""
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if name in TEXT_TYPES:
+        return True, None
+    if name not in STRING_TYPES:
+        return None
+    length = node.args[0] if node.args else None
+    for keyword in node.keywords:
+        if keyword.arg == "length":
+            length = keyword.value
+    if length is None:
+        return False, None
+    if isinstance(length, ast.Constant) and isinstance(length.value, int):
+        return False, length.value
+    return None
+
+
+def is_varchar_widening(path: str | Path, source_line: int | None, sql: str) -> bool:
+    """An op.alter_column at `source_line` going from varchar(n) to varchar(m >= n),
+    varchar or text, with no USING: PostgreSQL changes only the catalog, no rewrite."""
+    if source_line is None or not BARE_TYPE_CHANGE.match(" ".join(sql.split())):
+        return False
+    node = call_at(path, source_line, "alter_column")
+    if node is None:
+        return False
+    kwargs = {k.arg: k.value for k in node.keywords}
+    old = _string_length(kwargs.get("existing_type"))
+    new = _string_length(kwargs.get("type_"))
+    if "postgresql_using" in kwargs or old is None or new is None or old[0]:
+        return False  # unknown, or from text (to varchar(n) means a length check)
+    old_len, (new_text, new_len) = old[1], new
+    return new_text or new_len is None or (old_len is not None and new_len >= old_len)
+
+
+def rule_url(rule: str) -> str:
+    return f"{RULES_URL}{rule}"

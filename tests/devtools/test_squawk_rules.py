@@ -1,0 +1,91 @@
+"""What the squawk gate adds to squawk (devtools.squawk_rules): fixes that never leave an
+INVALID index, and the varchar widening, shown on PostgreSQL to rewrite nothing."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from devtools import squawk_rules
+from tests.helpers import fresh_database
+
+STATEMENTS = {
+    "CREATE INDEX gadget_name_idx ON gadget (name);",
+    "CREATE INDEX CONCURRENTLY gadget_name_idx ON gadget (name);",
+    "DROP INDEX gadget_name_idx;",
+    "ALTER TABLE gadget ADD CONSTRAINT gadget_code_key UNIQUE (code);",
+    "ALTER TABLE gadget ADD COLUMN weight BIGINT NOT NULL;",
+    "ALTER TABLE gadget ALTER COLUMN weight SET NOT NULL;",
+}
+
+
+@pytest.mark.parametrize("rule", sorted({*squawk_rules.FIXES, "prefer-robust-stmts"}))
+def test_no_fix_recommends_if_not_exists(rule: str):
+    """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index: IF NOT EXISTS would then
+    skip the build and record success."""
+    for sql in STATEMENTS:
+        fix = squawk_rules.fix_for(rule, sql) or ""
+        assert "if_not_exists" not in fix.lower(), (rule, fix)
+        assert "IF NOT EXISTS" not in fix or "would keep" in fix, (rule, fix)
+
+
+def test_concurrent_index_fixes_drop_the_invalid_leftover_first():
+    sql = "CREATE INDEX CONCURRENTLY gadget_name_idx ON gadget (name);"
+    for rule in ("require-concurrent-index-creation", "prefer-robust-stmts"):
+        fix = squawk_rules.fix_for(rule, sql)
+        drop = fix.index(
+            'op.drop_index("gadget_name_idx", table_name="gadget", '
+            "postgresql_concurrently=True, if_exists=True)"
+        )
+        assert drop < fix.index('op.create_index("gadget_name_idx", "gadget"')
+        assert "autocommit_block()" in fix
+
+
+def revision_with(tmp_path: Path, old: str, new: str) -> Path:
+    path = tmp_path / "rev.py"
+    path.write_text(
+        f'def upgrade():\n    op.alter_column("gadget", "code", existing_type={old}, type_={new})\n'
+    )
+    return path
+
+
+def relfilenode(conn) -> int:
+    return conn.scalar(text("SELECT relfilenode FROM pg_class WHERE relname = 'gadget'"))
+
+
+@pytest.mark.parametrize(
+    "old,new,old_sql,sql_type,widening",
+    [
+        ("sa.String(length=100)", "sa.String(length=200)", "VARCHAR(100)", "VARCHAR(200)", True),
+        ("sa.String(100)", "sa.Text()", "VARCHAR(100)", "TEXT", True),
+        ("sa.String(100)", "sa.String()", "VARCHAR(100)", "VARCHAR", True),
+        ("sa.String(length=200)", "sa.String(length=100)", "VARCHAR(200)", "VARCHAR(100)", False),
+        ("sa.Text()", "sa.String(length=100)", "TEXT", "VARCHAR(100)", False),
+    ],
+)
+def test_a_varchar_widening_rewrites_nothing_on_postgresql_and_only_it_is_exempt(
+    tmp_path: Path, sync_engine: Engine, old, new, old_sql, sql_type, widening
+):
+    """The exemption is PostgreSQL's behaviour: a widening keeps the table's file (no
+    rewrite); a narrowing or text -> varchar(n) writes a new one."""
+    sql = f"ALTER TABLE gadget ALTER COLUMN code TYPE {sql_type};"
+    path = revision_with(tmp_path, old, new)
+    assert squawk_rules.is_varchar_widening(path, 2, sql) is widening
+    assert not squawk_rules.is_varchar_widening(path, 1, sql)  # not the alter_column line
+
+    old_sql = (
+        "TEXT"
+        if old.startswith("sa.Text")
+        else f"VARCHAR({old.split('(')[1].split(')')[0].split('=')[-1]})"
+    )
+    with fresh_database(sync_engine) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE TABLE gadget (id bigint PRIMARY KEY, code {old_sql})"))
+            conn.execute(text("INSERT INTO gadget SELECT i, 'x' FROM generate_series(1, 100) i"))
+            before = relfilenode(conn)
+            conn.execute(text(sql))
+            rewritten = relfilenode(conn) != before
+        engine.dispose()
+    assert rewritten is not widening
