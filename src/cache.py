@@ -126,12 +126,8 @@ class ResponseCache:
                 await self._subscribe(conn)
                 logger.warning("response cache bypassed: its LISTEN connection was closed")
             except Exception as exc:
-                first_line = next(iter(str(exc).splitlines()), "")
-                logger.warning(
-                    "response cache bypassed: LISTEN connection failed (%s: %s); retrying",
-                    type(exc).__name__,
-                    first_line,
-                )
+                reason = " ".join([type(exc).__name__, *str(exc).splitlines()[:1]])
+                logger.warning("response cache bypassed: LISTEN failed (%s); retrying", reason)
             finally:
                 if conn is not None and self._listener is conn:
                     delay = RETRY_SECONDS[0]  # it was subscribed: retry soon
