@@ -8,6 +8,10 @@
    between rounds), with identical uvicorn settings; checks all give the same bodies;
    then loads `GET /country/{code}` (random alpha-2 codes, bench/paths.lua) and
    `GET /country?limit=50` with wrk, each after a short discarded warm-up.
+   Two more servers measure the response cache (docs/cache.md): "cached" is the app
+   with CACHE_ENABLED=true ("app" runs with it off, so the database path stays
+   measured) and "web" (bench/web_ceiling_app.py) the same FastAPI app answering from a
+   constant dict; a second table compares them with both ceilings.
 3. Prints the median over the rounds of req/s, p50 and p99 and the ratios app/ceiling
    (the goal), floor/ceiling (what FastAPI costs) and app/floor (what SQLAlchemy costs),
    and writes everything (every round, the machine, the versions) to bench/results.json.
@@ -61,7 +65,15 @@ TARGETS = {
     "ceiling": "bench.ceiling_app:app",
     "floor": "bench.floor_app:app",
     "app": "src.main:app",
+    # The response cache (src/cache.py): the app with CACHE_ENABLED=true, and its bound,
+    # the same FastAPI app answering from a constant dict. "app" runs with the cache off.
+    "cached": "src.main:app",
+    "web": "bench.web_ceiling_app:app",
 }
+TARGET_ENV = {"cached": {"CACHE_ENABLED": "true"}}
+# The cached app against the database-path ceiling and the web ceiling (docs/cache.md).
+CACHE_GOALS = {"get": (1.2, 0.8), "list": (1.0, None)}
+CACHE_P99_GOAL_MS = 20.0
 ENDPOINTS = {"get": "GET /country/{code}", "list": "GET /country?limit=50"}
 LIST_PATH = "/country?limit=50"
 RATIO_GOALS = {"get": 0.6, "list": 0.5}
@@ -101,6 +113,7 @@ def server_env(pg: EmbeddedPostgres, pool_size: int, max_overflow: int) -> dict[
         "API_KEY": secrets.token_urlsafe(24),
         "DB_POOL_SIZE": str(pool_size),
         "DB_MAX_OVERFLOW": str(max_overflow),
+        "CACHE_ENABLED": "false",  # the uncached path; TARGET_ENV turns it on for "cached"
     }
 
 
@@ -166,7 +179,7 @@ class Server:
             self.proc = subprocess.Popen(  # noqa: S603
                 command,
                 cwd=self.cwd,
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **TARGET_ENV.get(self.target, {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -470,6 +483,45 @@ def summarise(raw: dict[tuple[int, str, str], list[dict]]) -> list[dict[str, Any
     return rows
 
 
+def cache_table(raw: dict[tuple[int, str, str], list[dict]]) -> str:
+    """The cached app against both ceilings, measured in the same rounds."""
+    lines = [
+        "| workers | endpoint | cached req/s | cached p99 | web ceiling req/s | cached / ceiling "
+        "| cached / web ceiling | uncached app / ceiling | cached non-2xx + errors | goal |",
+        "| ---: | --- |" + " ---: |" * 7 + " --- |",
+    ]
+    for workers in sorted({key[0] for key in raw}):
+        for endpoint in ENDPOINTS:
+            if (workers, endpoint, "cached") not in raw:
+                continue
+            cached, web, ceiling, app = (
+                median_of(raw[workers, endpoint, t]) for t in ("cached", "web", "ceiling", "app")
+            )
+            to_ceiling, to_web = cached["rps"] / ceiling["rps"], cached["rps"] / web["rps"]
+            floor_ceiling, floor_web = CACHE_GOALS[endpoint]
+            errors = cached["non_2xx"] + cached["socket_errors"]
+            missed = [
+                name
+                for name, ok in (
+                    (f"< {floor_ceiling}x ceiling", to_ceiling >= floor_ceiling),
+                    (f"< {floor_web}x web", floor_web is None or to_web >= floor_web),
+                    (
+                        f"p99 ≥ {CACHE_P99_GOAL_MS:g} ms",
+                        endpoint != "get" or cached["p99_ms"] < CACHE_P99_GOAL_MS,
+                    ),
+                    ("errors", errors == 0),
+                )
+                if not ok
+            ]
+            lines.append(
+                f"| {workers} | `{ENDPOINTS[endpoint]}` | {cached['rps']:,.0f} "
+                f"| {cached['p99_ms']:.1f} ms | {web['rps']:,.0f} | **{to_ceiling:.2f}x** "
+                f"| **{to_web:.2f}x** | {app['rps'] / ceiling['rps']:.2f}x | {errors} "
+                f"| {'met' if not missed else 'missed: ' + ', '.join(missed)} |"
+            )
+    return "\n".join(lines)
+
+
 def verdict(row: dict[str, Any]) -> str:
     app = row["app"]
     missed = [
@@ -702,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
             f"-c{args.connections} -d{args.duration:g}s, median of {args.rounds} round(s)"
         )
         print(table(results["summary"]))
+        print()
+        print(cache_table(raw))
         if args.baseline:
             print()
             print(baseline_table(raw, args.baseline))

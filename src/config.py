@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     # Ping each pooled connection (one round trip) before a request uses it.
     db_pool_pre_ping: bool = False
 
+    # The per-process cache of /country responses, flushed by PostgreSQL's NOTIFY
+    # (docs/cache.md). CACHE_LISTEN_DATABASE_URL: where its LISTEN connection goes when
+    # APP_DATABASE_URL is a transaction pooler (unset there, the cache turns itself off).
+    cache_enabled: bool = True
+    cache_listen_database_url: str | None = None
+    cache_max_mb: int = Field(default=64, ge=1)
+
     # Logs: JSON lines (one access line per request, with its request ID) or text.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -134,6 +141,7 @@ class Settings(BaseSettings):
         "otel_exporter_otlp_protocol",
         "otel_exporter_otlp_traces_protocol",
         "otel_exporter_otlp_metrics_protocol",
+        "cache_listen_database_url",
         mode="before",
     )
     @classmethod
@@ -156,7 +164,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"{given}: not one of {known} (comma-separated)")
         return value
 
-    @field_validator("database_url", "test_database_url", "app_database_url")
+    @field_validator(
+        "database_url", "test_database_url", "app_database_url", "cache_listen_database_url"
+    )
     @classmethod
     def _parseable_url(cls, value: str | None) -> str | None:
         if value:
@@ -182,6 +192,12 @@ class Settings(BaseSettings):
     def app_tls(self) -> dict[str, str]:
         """The API's TLS parameters: APP_DATABASE_URL's query when it is set."""
         return self._tls_of(self.app_database_url or self.database_url)
+
+    @property
+    def cache_listen_tls(self) -> dict[str, str]:
+        """The cache listener's TLS parameters: its own URL's query, else the API's."""
+        url = self.cache_listen_database_url or self.app_database_url or self.database_url
+        return self._tls_of(url)
 
     def _tls_of(self, url: str | None) -> dict[str, str]:
         if url:
@@ -250,6 +266,17 @@ class Settings(BaseSettings):
         if self.postgres_app_user is None:
             return self.async_url
         return self._url("postgresql+asyncpg", self.postgres_app_user, self.postgres_app_password)
+
+    @property
+    def cache_listen_url(self) -> URL:
+        """The cache listener's URL (asyncpg): CACHE_LISTEN_DATABASE_URL, else the API's."""
+        if self.cache_listen_database_url:
+            return (
+                make_url(self.cache_listen_database_url)
+                .set(drivername="postgresql+asyncpg")
+                .difference_update_query(LIBPQ_TLS_KEYS)
+            )
+        return self.app_async_url
 
     def for_database(self, url: str | URL) -> "Settings":
         """These settings, pointed at another database (a throwaway cluster, a test one)."""

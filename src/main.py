@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from src import errors
+from src.cache import response_cache
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.db import Database
@@ -47,9 +48,11 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
+        app.state.cache = cache = response_cache(settings)  # its LISTEN task starts here
         try:
             yield
         finally:
+            await cache.close()
             await database.dispose()
             if telemetry:
                 telemetry.shutdown(app)

@@ -26,13 +26,24 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return etag in candidates
 
 
-def json_with_etag(
-    request: Request, content: Any, headers: dict[str, str] | None = None
-) -> Response:
+def serialize(content: Any) -> tuple[bytes, str]:
+    """The JSON body and its ETag: what a response (or src.cache) keeps."""
     body = orjson.dumps(content)
-    etag = etag_for(body)
+    return body, etag_for(body)
+
+
+def respond(
+    request: Request, body: bytes, etag: str, headers: dict[str, str] | None = None
+) -> Response:
+    """`body` with its ETag, or 304 when If-None-Match names it."""
     all_headers = {"ETag": etag, "Cache-Control": "no-cache", **(headers or {})}
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and _matches(if_none_match, etag):
         return Response(status_code=304, headers=all_headers)
     return Response(body, media_type=JSON, headers=all_headers)
+
+
+def json_with_etag(
+    request: Request, content: Any, headers: dict[str, str] | None = None
+) -> Response:
+    return respond(request, *serialize(content), headers)

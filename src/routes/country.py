@@ -2,6 +2,7 @@
 
 Handlers validate, hand the SQL in src.queries to the Database (reads on autocommit
 connections, writes in a transaction) and serialise the result once (src.responses).
+Reads go through the process's response cache (src.cache); writes flush it.
 """
 
 from typing import Annotated, Any
@@ -9,7 +10,8 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 
-from src import queries
+from src import cache, queries
+from src.db import T, Work
 from src.responses import json_with_etag
 from src.routes.deps import database
 from src.routes.openapi import ETAG_HEADER, NOT_MODIFIED, errors
@@ -52,14 +54,28 @@ After = Annotated[
 Search = Annotated[SearchText | None, Query(description="case-insensitive substring of the name")]
 
 
-def page_response(request: Request, page: dict[str, Any]) -> Response:
-    """The page as JSON, its `next_after` key turned into a `next` link to the next page."""
+def with_next_link(request: Request, page: dict[str, Any]) -> dict[str, Any]:
+    """The page, its `next_after` key turned into a `next` link to the next page."""
     after = page.pop("next_after")
     page["next"] = None
     if after is not None:
         params = {k: v for k, v in request.query_params.items() if k not in ("offset", "cursor")}
         page["next"] = f"{request.url.path}?{urlencode({**params, 'cursor': encode_cursor(after)})}"
-    return json_with_etag(request, page)
+    return page
+
+
+def page_key(request: Request) -> tuple[str, bytes]:
+    """A page's cache key: its path and raw query (the `next` link repeats the query)."""
+    return request.scope["path"], request.scope["query_string"]
+
+
+async def write(request: Request, work: Work[T]) -> T:
+    """A write, then this process's cache flushed before the response is sent (also when
+    it failed: it may have committed). Other processes hear the database's NOTIFY."""
+    try:
+        return await database(request).write(work)
+    finally:
+        cache.of(request).invalidate()
 
 
 def one_way_to_page(offset: int, after: str | None) -> None:
@@ -94,10 +110,14 @@ async def list_countries(
 ) -> Response:
     """Countries ordered by alpha-2 code, a page at a time: follow `next`."""
     one_way_to_page(offset, after)
-    page = await database(request).read(
-        lambda conn: queries.country_page(conn, q, limit, offset, after)
-    )
-    return page_response(request, page)
+
+    async def load() -> dict[str, Any]:
+        page = await database(request).read(
+            lambda conn: queries.country_page(conn, q, limit, offset, after)
+        )
+        return with_next_link(request, page)
+
+    return await cache.cached_json(request, page_key(request), load)
 
 
 @router.get(
@@ -111,10 +131,14 @@ async def list_countries(
 )
 async def get_country(request: Request, code: Code) -> Response:
     """One country by alpha-2 or alpha-3 code."""
-    found = await database(request).read(lambda conn: queries.country(conn, code))
-    if found is None:
-        raise not_found(code)
-    return json_with_etag(request, found)
+
+    async def load() -> dict[str, Any]:
+        found = await database(request).read(lambda conn: queries.country(conn, code))
+        if found is None:
+            raise not_found(code)
+        return found
+
+    return await cache.cached_json(request, code.upper(), load)
 
 
 @router.get(
@@ -136,12 +160,16 @@ async def list_subdivisions(
 ) -> Response:
     """A country's ISO 3166-2 subdivisions ordered by code, with their parent's code."""
     one_way_to_page(offset, after)
-    page = await database(request).read(
-        lambda conn: queries.subdivision_page(conn, code, q, limit, offset, after)
-    )
-    if page is None:
-        raise not_found(code)
-    return page_response(request, page)
+
+    async def load() -> dict[str, Any]:
+        page = await database(request).read(
+            lambda conn: queries.subdivision_page(conn, code, q, limit, offset, after)
+        )
+        if page is None:
+            raise not_found(code)
+        return with_next_link(request, page)
+
+    return await cache.cached_json(request, page_key(request), load)
 
 
 @router.post(
@@ -158,7 +186,7 @@ async def create_country(request: Request, body: CountryCreate) -> Response:
     """Create a country. Requires X-API-Key."""
     values = body.model_dump()
     try:
-        row = await database(request).write(lambda conn: queries.insert_country(conn, values))
+        row = await write(request, lambda conn: queries.insert_country(conn, values))
     except queries.DuplicateCountry as exc:
         raise conflict(exc, values) from None
     response = json_with_etag(request, row, {"Location": f"/country/{row['alpha2']}"})
@@ -184,9 +212,7 @@ async def update_country(request: Request, code: Code, body: CountryUpdate) -> R
     if required_nulls:
         raise HTTPException(422, f"{', '.join(required_nulls)} cannot be null")
     try:
-        alpha2 = await database(request).write(
-            lambda conn: queries.update_country(conn, code, values)
-        )
+        alpha2 = await write(request, lambda conn: queries.update_country(conn, code, values))
     except queries.DuplicateCountry as exc:
         raise conflict(exc, values) from None
     if alpha2 is None:
@@ -205,6 +231,6 @@ async def update_country(request: Request, code: Code, body: CountryUpdate) -> R
 )
 async def delete_country(request: Request, code: Code) -> Response:
     """Delete a country and its subdivisions. Requires X-API-Key."""
-    if not await database(request).write(lambda conn: queries.delete_country(conn, code)):
+    if not await write(request, lambda conn: queries.delete_country(conn, code)):
         raise not_found(code)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

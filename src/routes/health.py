@@ -35,4 +35,7 @@ async def ready(request: Request) -> JSONResponse:
         found = ", ".join(sorted(db_heads)) or "empty"
         expected = ", ".join(sorted(code_heads))
         return error_response(503, f"schema mismatch: database at {found}, code expects {expected}")
-    return JSONResponse({"status": "ready", "revision": ", ".join(sorted(code_heads))})
+    revision = ", ".join(sorted(code_heads))
+    # Information only: with the cache bypassed or off, reads still answer correctly.
+    cache = request.app.state.cache.state
+    return JSONResponse({"status": "ready", "revision": revision, "cache": cache})

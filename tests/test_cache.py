@@ -1,0 +1,390 @@
+"""src/cache.py: each process's response cache, flushed by PostgreSQL's NOTIFY.
+
+Real uvicorn processes on one real database. Waits for an outcome (a process seeing a
+change) have a generous deadline and assert the outcome, never a duration.
+"""
+
+import asyncio
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+from alembic import command
+from asgi_lifespan import LifespanManager
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from devtools.embedded_pg import free_port
+from src import migrate
+from src.cache import LISTENER_NAME
+from src.config import PROJECT_ROOT, Settings
+from tests.helpers import (
+    API_KEY,
+    APP_ROLE,
+    APP_ROLE_PASSWORD,
+    child_env,
+    config_for,
+    fresh_database,
+    pgbouncer,
+    script_directory,
+    url_string,
+    wait_for,
+    write_revision,
+)
+
+T = TypeVar("T")
+CODE = "XC"
+MIGRATED = "UPDATE country SET official_name = 'Migrated' WHERE alpha2 = 'GB'"
+PATHS = ("/country/XC", "/country/xcc", "/country?q=cache%20probe", "/country/XC/subdivisions")
+
+
+def eventually(check: Callable[[], T | None], what: str, seconds: float = 20) -> T:
+    """`check()`'s first truthy answer; fails if none comes before the deadline."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if result := check():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:g}s")
+        time.sleep(0.02)
+
+
+def cache_state(url: str) -> str | None:
+    response = httpx.get(url + "/ready", timeout=5)
+    return response.json().get("cache") if response.status_code == 200 else None
+
+
+def app_env(settings: Settings, owner_url: str | None = None, **extra: str) -> dict[str, str]:
+    """A child app on the test database, logged in as the API's role."""
+    return child_env(
+        owner_url or url_string(settings.sync_url),
+        POSTGRES_APP_USER=APP_ROLE,
+        POSTGRES_APP_PASSWORD=APP_ROLE_PASSWORD,
+        **extra,
+    )
+
+
+@contextmanager
+def serving(env: dict[str, str], count: int = 2) -> Iterator[list[str]]:
+    """`count` uvicorn processes of src.main:app, each on a free port, subscribed."""
+    procs: list[subprocess.Popen] = []
+    urls = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            command_line = [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)]
+            proc = subprocess.Popen(
+                [*command_line, "--no-access-log"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,  # a pipe nobody reads would fill and stall it
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append(proc)
+            url = f"http://127.0.0.1:{port}"
+            wait_for(url + "/health", proc)
+            urls.append(url)
+        for url in urls:
+            eventually(lambda url=url: cache_state(url) == "subscribed", f"{url} subscribed")
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=20)
+
+
+@pytest.fixture
+def probe(db: Engine) -> Engine:
+    """Country XC with one subdivision (removed afterwards by `db`)."""
+    with db.begin() as conn:
+        conn.execute(
+            text("INSERT INTO country (alpha2, alpha3, name) VALUES ('XC', 'XCC', 'Cache probe')")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO subdivision (country_id, code, name, type) "
+                "SELECT id, 'XC-1', 'First', 'region' FROM country WHERE alpha2 = 'XC'"
+            )
+        )
+    return db
+
+
+@pytest.fixture
+def two_apps(settings: Settings, probe: Engine) -> Iterator[list[str]]:
+    with serving(app_env(settings)) as urls:
+        yield urls
+
+
+def official_name(url: str) -> str | None:
+    response = httpx.get(url + "/country/XC", timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()["official_name"]
+
+
+def subdivision_name(url: str) -> str:
+    return httpx.get(url + "/country/XC/subdivisions", timeout=5).json()["items"][0]["name"]
+
+
+def sql(engine: Engine, statement: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(statement))
+
+
+@contextmanager
+def triggers_disabled(engine: Engine) -> Iterator[None]:
+    """Writes PostgreSQL does not announce: what a process then serves came from its
+    cache (the owner's ALTER TABLE; enabled again whatever happens)."""
+    sql(engine, "ALTER TABLE country DISABLE TRIGGER country_notify_change")
+    try:
+        yield
+    finally:
+        sql(engine, "ALTER TABLE country ENABLE TRIGGER country_notify_change")
+
+
+def warm(url: str) -> None:
+    for path in PATHS:
+        assert httpx.get(url + path, timeout=5).status_code == 200, path
+
+
+def test_reads_come_from_memory_until_postgresql_announces_a_change(two_apps, probe):
+    a, _ = two_apps
+    warm(a)
+    with triggers_disabled(probe):
+        sql(probe, "UPDATE country SET official_name = 'Unannounced' WHERE alpha2 = 'XC'")
+    assert official_name(a) is None  # served from the cache: nobody told the process
+    sql(probe, "UPDATE country SET name = name WHERE false")  # announced, no row changed
+    eventually(lambda: official_name(a) == "Unannounced", "the flush after a NOTIFY")
+
+
+def test_a_write_through_one_process_is_seen_by_the_other(two_apps):
+    a, b = two_apps
+    warm(a)
+    warm(b)
+    headers = {"X-API-Key": API_KEY}
+    patched = httpx.patch(
+        a + "/country/XC", json={"official_name": "Written via A"}, headers=headers
+    )
+    assert patched.status_code == 204, patched.text
+    assert official_name(a) == "Written via A"  # its own write: at once, no waiting
+    eventually(lambda: official_name(b) == "Written via A", "B sees A's write")
+    searched = httpx.get(b + "/country?q=cache%20probe").json()["items"]
+    assert [c["official_name"] for c in searched] == ["Written via A"]
+    assert httpx.get(b + "/country/xcc").json()["official_name"] == "Written via A"
+
+
+def test_an_update_in_sql_invalidates_both_processes(two_apps, probe):
+    warm(two_apps[0])
+    warm(two_apps[1])
+    sql(probe, "UPDATE country SET official_name = 'From psql' WHERE alpha2 = 'XC'")
+    sql(probe, "UPDATE subdivision SET name = 'Renamed' WHERE code = 'XC-1'")
+    for url in two_apps:
+        eventually(lambda url=url: official_name(url) == "From psql", f"{url} sees the update")
+        eventually(lambda url=url: subdivision_name(url) == "Renamed", f"{url}: subdivisions")
+
+
+def terminate_listeners(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = :name"
+            ),
+            {"name": LISTENER_NAME},
+        )
+
+
+def test_a_lost_listener_serves_nothing_stale_and_the_cache_resumes(two_apps, probe):
+    a, b = two_apps
+    warm(a)
+    warm(b)
+    assert terminate_listeners(probe) == 2
+    # Unannounced, and while nobody listens: only bypassing (and flushing on the next
+    # subscribe) keeps the old version from being served.
+    with triggers_disabled(probe):
+        sql(probe, "UPDATE country SET official_name = 'While deaf' WHERE alpha2 = 'XC'")
+        assert official_name(a) == "While deaf"
+        for url in two_apps:
+            eventually(lambda url=url: cache_state(url) == "subscribed", "subscribed again")
+        assert official_name(b) == "While deaf"
+        warm(a)  # cached again, then changed unannounced: the cache is back in use
+        sql(probe, "UPDATE country SET official_name = 'Later' WHERE alpha2 = 'XC'")
+        assert official_name(a) == "While deaf"
+    sql(probe, "UPDATE country SET name = name WHERE false")
+    eventually(lambda: official_name(a) == "Later", "the flush after a NOTIFY")
+
+
+async def race(url: str, writes: int, readers: int) -> list[str]:
+    """One writer sets versions 1..writes in turn while `readers` clients read; returns
+    every read that saw a version older than one whose write had already completed."""
+    completed = 0  # the last version whose PATCH had answered
+    done = False
+    stale: list[str] = []
+
+    def version(body: dict) -> int:
+        return int((body.get("official_name") or "v0").removeprefix("v"))
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def writer() -> None:
+            nonlocal completed, done
+            for n in range(1, writes + 1):
+                response = await client.patch(
+                    "/country/XC", json={"official_name": f"v{n}"}, headers={"X-API-Key": API_KEY}
+                )
+                assert response.status_code == 204, response.text
+                completed = n
+            done = True
+
+        async def reader(path: str) -> None:
+            while not done:
+                floor = completed
+                response = await client.get(path)
+                assert response.status_code == 200, response.text
+                body = response.json()
+                seen = version(body["items"][0] if "items" in body else body)
+                if seen < floor:
+                    stale.append(f"{path} gave v{seen} after v{floor} was written")
+
+        paths = ("/country/XC", "/country?q=cache%20probe")
+        await asyncio.gather(writer(), *(reader(paths[i % 2]) for i in range(readers)))
+    return stale
+
+
+def test_no_read_is_older_than_a_write_completed_before_it_began(settings, probe):
+    """Same process: a read that raced a write never stores the old version, and the
+    writer flushes before it answers. With the trigger off, no NOTIFY helps: over loopback
+    it would otherwise often arrive before the client's next request and hide a bug."""
+    with serving(app_env(settings), count=1) as (url,), triggers_disabled(probe):
+        assert asyncio.run(race(url, writes=60, readers=6)) == []
+        assert official_name(url) == "v60"
+
+
+def test_a_data_migration_invalidates(settings: Settings, sync_engine: Engine, tmp_path: Path):
+    scratch = tmp_path / "alembic"
+    shutil.copytree(PROJECT_ROOT / "alembic", scratch, ignore=shutil.ignore_patterns("__pycache__"))
+    (head,) = script_directory().get_heads()
+    write_revision(
+        scratch / "versions",
+        "da7a0ca4e001",
+        head,
+        "def upgrade() -> None:\n"
+        f"    op.execute({MIGRATED!r})\n\n\n"
+        "def downgrade() -> None:\n    pass\n",
+    )
+    with fresh_database(sync_engine) as url:
+        database_settings = settings.for_database(url)
+        migrate.upgrade(database_settings)
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with serving(app_env(settings, url_string(url)), count=2) as urls:
+                for app in urls:
+                    assert httpx.get(app + "/country/GB").json()["official_name"] != "Migrated"
+                command.upgrade(config_for(database_settings, engine, scratch), "head")
+                for app in urls:
+                    eventually(
+                        lambda app=app: (
+                            httpx.get(app + "/country/GB").json()["official_name"] == "Migrated"
+                        ),
+                        f"{app} sees the data migration",
+                    )
+        finally:
+            engine.dispose()
+
+
+# --- the cache off ---------------------------------------------------------------------
+
+
+def test_the_route_tests_pass_with_the_cache_off(database_url: str, migrated):
+    """tests/routes, as they ran before the cache, on this database with CACHE_ENABLED=false."""
+    env = child_env(CACHE_ENABLED="false", TEST_DATABASE_URL=database_url)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/routes", "-q", "-x", "-p", "no:cacheprovider"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout, proc.stdout[-3000:]
+
+
+async def settled(client: httpx.AsyncClient) -> str:
+    """The in-process app's cache state once its listener settled (subscribed or off)."""
+    for _ in range(500):
+        state = (await client.get("/ready")).json()["cache"]
+        if state != "not subscribed":
+            return state
+        await asyncio.sleep(0.02)
+    return state
+
+
+@pytest.mark.parametrize("app", [{"cache_enabled": False}], indirect=True)
+async def test_with_the_cache_off_every_read_goes_to_the_database(anon, probe):
+    assert await settled(anon) == "off"
+    assert (await anon.get("/country/XC")).json()["official_name"] is None
+    with triggers_disabled(probe):
+        sql(probe, "UPDATE country SET official_name = 'Unannounced' WHERE alpha2 = 'XC'")
+    assert (await anon.get("/country/XC")).json()["official_name"] == "Unannounced"
+
+
+async def test_behind_a_transaction_pooler_without_a_listen_url_the_cache_is_off(
+    settings: Settings, db, caplog
+):
+    given = settings.model_copy(update={"db_transaction_pooler": True})
+    with caplog.at_level(logging.WARNING, logger="src.cache"):
+        async with served(given) as client:
+            assert await settled(client) == "off"
+            assert (await client.get("/country/GB")).status_code == 200
+    (line,) = [r.getMessage() for r in caplog.records if "response cache off" in r.getMessage()]
+    assert "DB_TRANSACTION_POOLER=true" in line and "CACHE_LISTEN_DATABASE_URL" in line
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this process on `settings`, and a client to it."""
+    from src.main import create_app
+
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture
+def listen_url(settings: Settings) -> str:
+    """The API role straight to PostgreSQL, as CACHE_LISTEN_DATABASE_URL."""
+    return url_string(settings.app_async_url.set(drivername="postgresql"))
+
+
+async def test_a_listen_url_keeps_the_cache_behind_a_transaction_pooler(settings, listen_url, db):
+    given = settings.model_copy(
+        update={"db_transaction_pooler": True, "cache_listen_database_url": listen_url}
+    )
+    async with served(given) as client:
+        assert await settled(client) == "subscribed"
+
+
+async def test_a_listener_through_pgbouncer_turns_the_cache_off_saying_why(
+    settings: Settings, db, caplog
+):
+    server = settings.sync_url
+    with pgbouncer(server, {APP_ROLE: APP_ROLE_PASSWORD}, pool_mode="transaction") as port:
+        through = f"postgresql://{APP_ROLE}:{APP_ROLE_PASSWORD}@127.0.0.1:{port}/{server.database}"
+        given = settings.model_copy(
+            update={"db_transaction_pooler": True, "cache_listen_database_url": through}
+        )
+        with caplog.at_level(logging.ERROR, logger="src.cache"):
+            async with served(given) as client:
+                assert await settled(client) == "off"
+    (line,) = [r.getMessage() for r in caplog.records if "response cache off" in r.getMessage()]
+    assert "connection pooler" in line and "CACHE_LISTEN_DATABASE_URL" in line
