@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-COLUMNS = "alpha2, alpha3, numeric, name, official_name, created_at"
+COLUMNS = "alpha2, alpha3, numeric, name, official_name, created_at, source"
 BY_ALPHA2 = f"SELECT {COLUMNS} FROM country WHERE alpha2 = $1"
 BY_ALPHA3 = f"SELECT {COLUMNS} FROM country WHERE alpha3 = $1"
 # As src/queries.py: one row more than the page (is there a next one?), the total

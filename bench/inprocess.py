@@ -162,7 +162,9 @@ async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[st
 
     dsn = settings.async_url.set(drivername="postgresql").render_as_string(hide_password=False)
     async with asyncpg.create_pool(dsn, min_size=1, max_size=20) as pool:
-        query = "SELECT alpha2, alpha3, numeric, name, official_name, created_at FROM country "
+        query = (
+            "SELECT alpha2, alpha3, numeric, name, official_name, created_at, source FROM country "
+        )
         query += "WHERE alpha2 = $1"
 
         async def fetchrow() -> None:
