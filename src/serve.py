@@ -164,7 +164,7 @@ def server_options(settings: Settings) -> dict[str, object]:
     return {
         "host": settings.api_host,
         "port": settings.api_port,
-                "timeout_keep_alive": settings.keep_alive_timeout_seconds,
+        "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         # uvicorn's limit_concurrency counts idle keep-alive connections and answers a
         # plain-text 503 without Retry-After: the app's ConcurrencyLimit does it instead.
         "limit_concurrency": None,

@@ -209,7 +209,7 @@ def test_slow_and_silent_connections_are_closed(migrated, database_url):
         assert httpx.get(f"{server.url}/country/GB").status_code == 200
 
 
-def test_a_silent_connection_gets_408(migrated, database_url):
+def test_an_unfinished_request_gets_408(migrated, database_url):
     with served(database_url, REQUEST_READ_TIMEOUT_SECONDS="1") as server:
         with server.connect() as sock:
             sock.sendall(b"GET /country/GB HTTP/1.1\r\n")
