@@ -1,4 +1,4 @@
-"""`pipenv run start` / `dev`: a database (embedded if none answers) → migrations → uvicorn.
+"""`pipenv run start` / `dev`: a database (embedded if none answers) → migrations → src.serve.
 
 Ctrl-C or SIGTERM stops uvicorn, then the embedded PostgreSQL if this process started it,
 and only that exact server (same PID and start time): one started separately
