@@ -139,6 +139,9 @@ class BoundedHttpTools(HttpToolsProtocol):
         self.logger.warning("refused a request: %s %s", status, detail)
         self._lingering = True
         self._cancel_read_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # a pipelined request: ours would cut into that response
+            return
         self.transport.write(_error_bytes(status, reason, code, detail))
         if self.transport.can_write_eof():
             self.transport.write_eof()
