@@ -74,6 +74,7 @@ TARGETS = {
 LOG_ENV = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
 TARGET_ENV = {"app-nolog": {"LOG_LEVEL": "WARNING"}}
 LOGGING_GOAL = 0.90  # access logging may cost at most 10% of throughput
+ACCESS_LOGGER = '"src.access"'  # the logger of the app's JSON access lines (src/logs.py)
 ENDPOINTS = {"get": "GET /country/{code}", "list": "GET /country?limit=50"}
 LIST_PATH = "/country?limit=50"
 RATIO_GOALS = {"get": 0.6, "list": 0.5}
@@ -667,7 +668,9 @@ def one_round(
     order = targets if round_no % 2 else list(reversed(targets))
     for target in order:
         cwd = baseline if target == "baseline" and baseline else PROJECT_ROOT
-        with Server(target, workers, env, logs / f"{target}.log", cwd) as server:
+        log = logs / f"{target}.log"
+        log.unlink(missing_ok=True)
+        with Server(target, workers, env, log, cwd) as server:
             check_same_bodies(server.url, reference, target)
             for endpoint, paths in workloads.items():
                 if args.warmup > 0:
@@ -681,6 +684,16 @@ def one_round(
                     f"non-2xx {result['non_2xx']}  errors {result['socket_errors']}",
                     flush=True,
                 )
+        check_access_lines(target, log)
+
+
+def check_access_lines(target: str, log: Path) -> None:
+    """The logging comparison holds only if app logs every request and app-nolog none."""
+    if target not in ("app", "app-nolog"):
+        return
+    lines = sum(ACCESS_LOGGER in line for line in log.read_text(errors="replace").splitlines())
+    if (target == "app") != (lines > 0):
+        raise CommandFailure(f"{target} wrote {lines} access lines to {log}")
 
 
 def bench(args: argparse.Namespace, wrk: str, base: Settings) -> dict[str, Any]:

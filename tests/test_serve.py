@@ -17,7 +17,7 @@ import pytest
 
 from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT
-from tests.helpers import API_KEY, child_env, wait_for
+from tests.helpers import API_KEY, child_env, one_line_failure, wait_for
 
 MB = 1024 * 1024
 # Generous: these bound a wait for something that must happen, they assert no duration.
@@ -264,3 +264,16 @@ def test_past_the_concurrency_limit_requests_get_a_fast_503(db, database_url):
         for sock in held:
             sock.close()
         assert httpx.get(f"{server.url}/country/XB").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["MAX_HEADER_BYTES", "REQUEST_READ_TIMEOUT_SECONDS"])
+def test_a_bad_limit_is_one_line(name):
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.serve"],
+        cwd=PROJECT_ROOT,
+        env=child_env(**{name: "abc"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert name in one_line_failure(proc)
