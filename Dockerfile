@@ -44,5 +44,5 @@ EXPOSE 8765
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8765/health', timeout=2)"]
 # The project's one server entry point: uvicorn with the HTTP edge's limits from settings
-# (header size, read/keep-alive timeouts, concurrency; docs/production.md), no banner.
+# (header size, read/keep-alive timeouts, concurrency; docs/edge.md), no banner.
 CMD ["python", "-m", "src.serve"]

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Larger request bodies get 413 before any parsing.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    # The HTTP edge (src/serve.py, docs/production.md): request line + headers over this
+    # The HTTP edge (src/serve.py, docs/edge.md): request line + headers over this
     # get 431; a request must arrive whole within the read timeout (408 or closed); idle
     # keep-alive connections close after theirs; past the concurrency limit, a fast 503.
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)

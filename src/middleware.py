@@ -140,7 +140,7 @@ class SecurityHeaders:
 
 class ConcurrencyLimit:
     """Past `limit` requests in flight in this process, a 503 with Retry-After at once,
-    not a queue of seconds (docs/production.md). /health (liveness) is never refused:
+    not a queue of seconds (docs/edge.md). /health (liveness) is never refused:
     a busy process is not a dead one."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:

@@ -1,7 +1,7 @@
 """`python -m src.serve`: the one way the API is served (image, compose, `start`, `dev`).
 
 The server's limits (header size, read and keep-alive timeouts) come from settings here
-and nowhere else, so every way of serving enforces the same edge; docs/production.md
+and nowhere else, so every way of serving enforces the same edge; docs/edge.md
 says why each limit exists and what uvicorn alone would do.
 """
 
