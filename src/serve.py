@@ -16,6 +16,7 @@ from src.cli import CommandFailure
 from src.config import PROJECT_ROOT, Settings, read_settings
 from src.errors import ErrorBody
 from src.logs import configure_logging
+from src.main import create_app
 
 # How long a refused connection's further input is read and dropped before closing, so
 # the client (still sending) reads our 431/408 instead of a TCP reset.
@@ -192,8 +193,6 @@ def serve(settings: Settings, reload: bool = False) -> None:
             **options,  # type: ignore[arg-type]
         )
         return
-    from src.main import create_app
-
     uvicorn.run(create_app(settings), http=protocol_for(settings), **options)  # type: ignore[arg-type]
 
 
