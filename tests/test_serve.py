@@ -254,6 +254,7 @@ def test_past_the_concurrency_limit_requests_get_a_fast_503(db, database_url):
         assert answer.headers["retry-after"].isdigit()
         assert answer.headers["x-request-id"]
         assert answer.json()["code"] == "service_unavailable"
+        assert answer.headers["x-content-type-options"] == "nosniff"
         with httpx.Client(base_url=server.url) as client:
             assert {client.get("/country/FR").status_code for _ in range(20)} == {503}
             assert client.get("/health").status_code == 200
