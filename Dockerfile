@@ -34,12 +34,15 @@ COPY alembic ./alembic
 COPY src ./src
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    API_HOST=0.0.0.0 \
+    API_PORT=8765
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8765
 # Liveness only (never the database): see src/routes/health.py.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8765/health', timeout=2)"]
-# No `server: uvicorn` banner: what runs here is nobody's business.
-CMD ["uvicorn", "src.main:app", "--host", "0.0.0.0", "--port", "8765", "--no-server-header", "--no-access-log"]
+# The project's one server entry point: uvicorn with the HTTP edge's limits from settings
+# (header size, read/keep-alive timeouts, concurrency; docs/edge.md), no banner.
+CMD ["python", "-m", "src.serve"]

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
@@ -30,6 +33,7 @@ from devtools.embedded_pg import throwaway
 from src import migrate
 from src.cli import fail_on_errors
 from src.config import Settings, read_settings
+from src.logs import configure_logging
 from src.queries import COUNTRY_BY_CODE
 
 CONCURRENCY = 16
@@ -110,6 +114,18 @@ async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[st
             if not pre_ping:
                 cost = await cpu_per_call(asgi_get(manager.app, ["/health"]), n)
                 results.append(("app: GET /health (its FastAPI stack, no database)", cost))
+
+    # Access lines on (JSON to a file, as a container's log) against off, same app.
+    with tempfile.TemporaryFile("w") as log:
+        for level in ("INFO", "WARNING"):
+            logged = settings.model_copy(update={"log_level": level, "log_format": "json"})
+            with contextlib.redirect_stderr(log):  # the handler keeps this stream
+                configure_logging(logged)
+            async with LifespanManager(create_app(logged)) as manager:
+                cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
+            state = "on" if level == "INFO" else "off"
+            results.append((f"app: GET /country/{{code}}, access lines {state}", cost))
+        logging.getLogger().handlers.clear()
 
     stmt = COUNTRY_BY_CODE[2]
     for pre_ping in (False, True):

@@ -12,8 +12,12 @@
    with CACHE_ENABLED=true ("app" runs with it off, so the database path stays
    measured) and "web" (bench/web_ceiling_app.py) the same FastAPI app answering from a
    constant dict; a second table compares them with both ceilings.
+   Also, in the same rounds: the app with its access lines off (app-nolog; every other
+   server logs JSON lines as the image does), and the app as shipped, `python -m
+   src.serve` (served; its bounded HTTP protocol, one process, so 1 worker only).
 3. Prints the median over the rounds of req/s, p50 and p99 and the ratios app/ceiling
    (the goal), floor/ceiling (what FastAPI costs) and app/floor (what SQLAlchemy costs),
+   access logging on/off (goal: at least 0.90x) and served/app (what the edge costs),
    and writes everything (every round, the machine, the versions) to bench/results.json.
 
 Not a test: nothing here asserts timings. The server, PostgreSQL and wrk share the
@@ -69,8 +73,16 @@ TARGETS = {
     # the same FastAPI app answering from a constant dict. "app" runs with the cache off.
     "cached": "src.main:app",
     "web": "bench.web_ceiling_app:app",
+    # The same app with its access lines off: what logging costs, side by side.
+    "app-nolog": "src.main:app",
+    # The app as shipped: `python -m src.serve` (bounded HTTP protocol; one process).
+    "served": "src.serve",
 }
-TARGET_ENV = {"cached": {"CACHE_ENABLED": "true"}}
+# Everything logs as the image does (JSON, one access line per request) but app-nolog.
+LOG_ENV = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
+TARGET_ENV = {"cached": {"CACHE_ENABLED": "true"}, "app-nolog": {"LOG_LEVEL": "WARNING"}}
+LOGGING_GOAL = 0.90  # access logging may cost at most 10% of throughput
+ACCESS_LOGGER = '"src.access"'  # the logger of the app's JSON access lines (src/logs.py)
 # The cached app against the database-path ceiling and the web ceiling (docs/cache.md).
 CACHE_GOALS = {"get": (1.2, 0.8), "list": (1.0, None)}
 CACHE_P99_GOAL_MS = 20.0
@@ -114,6 +126,7 @@ def server_env(pg: EmbeddedPostgres, pool_size: int, max_overflow: int) -> dict[
         "DB_POOL_SIZE": str(pool_size),
         "DB_MAX_OVERFLOW": str(max_overflow),
         "CACHE_ENABLED": "false",  # the uncached path; TARGET_ENV turns it on for "cached"
+        **LOG_ENV,
     }
 
 
@@ -162,24 +175,29 @@ class Server:
 
     def __enter__(self) -> Server:
         self.port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            TARGETS.get(self.target, TARGETS["app"]),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            *UVICORN_FLAGS,
-        ]
+        env = {**os.environ, **self.env, **TARGET_ENV.get(self.target, {})}
+        if self.target == "served":  # its server options come from settings only
+            command = [sys.executable, "-m", TARGETS["served"]]
+            env.update(API_HOST="127.0.0.1", API_PORT=str(self.port))
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                TARGETS.get(self.target, TARGETS["app"]),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                *UVICORN_FLAGS,
+            ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603
                 command,
                 cwd=self.cwd,
-                env={**os.environ, **self.env, **TARGET_ENV.get(self.target, {})},
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -522,6 +540,56 @@ def cache_table(raw: dict[tuple[int, str, str], list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(
+    raw: dict[tuple[int, str, str], list[dict]],
+    name: str,
+    base: str,
+    other: str,
+    goal: float | None = None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """`other` against `base`, served back to back in the same rounds: req/s and the ratio."""
+    lines = [
+        f"| workers | endpoint | {base} req/s | {other} req/s | {name} | per round "
+        f"| {base} p99 | {other} p99 |" + (f" goal ≥ {goal:.2f} |" if goal else ""),
+        "| ---: | --- |" + " ---: |" * 6 + (" --- |" if goal else ""),
+    ]
+    rows = []
+    for workers, endpoint, target in sorted(raw):
+        if target != other:
+            continue
+        b, o = raw[workers, endpoint, base], raw[workers, endpoint, other]
+        mb, mo = median_of(b), median_of(o)
+        ratio = mo["rps"] / mb["rps"] if mb["rps"] else 0.0
+        per_round = [round(y["rps"] / x["rps"], 3) for x, y in zip(b, o, strict=True)]
+        rows.append(
+            {
+                "workers": workers,
+                "endpoint": ENDPOINTS[endpoint],
+                base: mb,
+                other: mo,
+                "ratio": ratio,
+                "ratio_per_round": per_round,
+            }
+        )
+        verdict_cell = f" {'met' if ratio >= goal else 'missed'} |" if goal else ""
+        lines.append(
+            f"| {workers} | `{ENDPOINTS[endpoint]}` | {mb['rps']:,.0f} | {mo['rps']:,.0f} "
+            f"| **{ratio:.2f}x** | {', '.join(f'{r:.2f}' for r in per_round)} "
+            f"| {mb['p99_ms']:.1f} ms | {mo['p99_ms']:.1f} ms |" + verdict_cell
+        )
+    return "\n".join(lines), rows
+
+
+def logging_table(raw: dict[tuple[int, str, str], list[dict]]) -> tuple[str, list[dict]]:
+    """Access logging on (app) against off (app-nolog): the goal is at most 10% less."""
+    return paired_table(raw, "on / off", "app-nolog", "app", LOGGING_GOAL)
+
+
+def edge_table(raw: dict[tuple[int, str, str], list[dict]]) -> tuple[str, list[dict]]:
+    """`python -m src.serve` (bounded protocol) against plain uvicorn httptools."""
+    return paired_table(raw, "served / app", "app", "served")
+
+
 def verdict(row: dict[str, Any]) -> str:
     app = row["app"]
     missed = [
@@ -646,10 +714,14 @@ def one_round(
 ) -> None:
     """Every server, one after the other (the order reverses between rounds)."""
     targets = [*TARGETS, *(["baseline"] if baseline else [])]
+    if workers > 1:  # src.serve runs one process (replicas scale it, docs/docker.md)
+        targets.remove("served")
     order = targets if round_no % 2 else list(reversed(targets))
     for target in order:
         cwd = baseline if target == "baseline" and baseline else PROJECT_ROOT
-        with Server(target, workers, env, logs / f"{target}.log", cwd) as server:
+        log = logs / f"{target}.log"
+        log.unlink(missing_ok=True)
+        with Server(target, workers, env, log, cwd) as server:
             check_same_bodies(server.url, reference, target)
             for endpoint, paths in workloads.items():
                 if args.warmup > 0:
@@ -657,12 +729,22 @@ def one_round(
                 result = load.run(server.url, paths, args.duration)
                 raw.setdefault((workers, endpoint, target), []).append(result)
                 print(
-                    f"workers {workers}  round {round_no}/{args.rounds}  {target:<7}  "
+                    f"workers {workers}  round {round_no}/{args.rounds}  {target:<9}  "
                     f"{ENDPOINTS[endpoint]:<22} {result['rps']:>8,.0f} req/s  "
                     f"p50 {result['p50_ms']:5.1f} ms  p99 {result['p99_ms']:5.1f} ms  "
                     f"non-2xx {result['non_2xx']}  errors {result['socket_errors']}",
                     flush=True,
                 )
+        check_access_lines(target, log)
+
+
+def check_access_lines(target: str, log: Path) -> None:
+    """The logging comparison holds only if app logs every request and app-nolog none."""
+    if target not in ("app", "app-nolog"):
+        return
+    lines = sum(ACCESS_LOGGER in line for line in log.read_text(errors="replace").splitlines())
+    if (target == "app") != (lines > 0):
+        raise CommandFailure(f"{target} wrote {lines} access lines to {log}")
 
 
 def bench(args: argparse.Namespace, wrk: str, base: Settings) -> dict[str, Any]:
@@ -672,6 +754,9 @@ def bench(args: argparse.Namespace, wrk: str, base: Settings) -> dict[str, Any]:
     with throwaway("country-bench-", user="bench", database="countries_bench") as pg:
         env = server_env(pg, args.pool_size, args.max_overflow)
         env["CEILING_POOL_RESET"] = args.ceiling_reset
+        # The app's own 503 past its limit must not cut in under the bench's own load.
+        limit = Settings.model_fields["max_concurrent_requests"].default
+        env["MAX_CONCURRENT_REQUESTS"] = str(max(limit, args.connections))
         settings = base.for_database(pg.url).model_copy(
             update={"db_pool_size": args.pool_size, "db_max_overflow": args.max_overflow}
         )
@@ -713,6 +798,8 @@ def bench(args: argparse.Namespace, wrk: str, base: Settings) -> dict[str, Any]:
             "elapsed_s": round(time.monotonic() - started),
         },
         "summary": summarise(raw),
+        "logging": logging_table(raw)[1],
+        "edge": edge_table(raw)[1],
         "raw": raw,
         "rounds": [
             {"workers": w, "endpoint": ENDPOINTS[e], "target": t, "results": results}
@@ -756,6 +843,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table(results["summary"]))
         print()
         print(cache_table(raw))
+        print("\nAccess logging (JSON lines to a file) on against off:")
+        print(logging_table(raw)[0])
+        print("\nThe shipped server (`python -m src.serve`) against plain `uvicorn`:")
+        print(edge_table(raw)[0])
         if args.baseline:
             print()
             print(baseline_table(raw, args.baseline))

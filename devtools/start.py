@@ -1,4 +1,4 @@
-"""`pipenv run start` / `dev`: a database (embedded if none answers) → migrations → uvicorn.
+"""`pipenv run start` / `dev`: a database (embedded if none answers) → migrations → src.serve.
 
 Ctrl-C or SIGTERM stops uvicorn, then the embedded PostgreSQL if this process started it,
 and only that exact server (same PID and start time): one started separately
@@ -14,14 +14,12 @@ import sys
 import urllib.request
 
 import psycopg2
-import uvicorn
 
 from devtools.embedded_pg import EmbeddedPostgres, ServerIdentity, from_settings
 from src import migrate
 from src.cli import CommandFailure, fail_on_errors
-from src.config import PROJECT_ROOT, Settings, read_settings
-from src.logs import configure_logging
-from src.main import create_app
+from src.config import Settings, read_settings
+from src.serve import serve
 
 
 class StartError(CommandFailure):
@@ -112,31 +110,6 @@ def _answers_as_this_api(host: str, port: int) -> bool:
 
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def serve(settings: Settings, reload: bool) -> None:
-    configure_logging(settings)
-    if reload:  # the app is rebuilt in a child process, which reads settings itself
-        uvicorn.run(
-            "src.main:app",
-            host=settings.api_host,
-            port=settings.api_port,
-            reload=True,
-            reload_dirs=[str(PROJECT_ROOT / "src")],
-            server_header=False,
-            access_log=False,  # the app writes its own, with request IDs (src/logs.py)
-            log_config=None,
-        )
-    else:
-        uvicorn.run(
-            create_app(settings),
-            host=settings.api_host,
-            port=settings.api_port,
-            proxy_headers=False,
-            server_header=False,  # no `server: uvicorn` banner
-            access_log=False,  # the app writes its own, with request IDs (src/logs.py)
-            log_config=None,  # configure_logging's, not uvicorn's
-        )
 
 
 def main(argv: list[str] | None = None) -> int:

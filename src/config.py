@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Larger request bodies get 413 before any parsing.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The HTTP edge (src/serve.py, docs/edge.md): request line + headers over this
+    # get 431; a request must arrive whole within the read timeout (408 or closed); idle
+    # keep-alive connections close after theirs; past the concurrency limit, a fast 503.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    request_read_timeout_seconds: float = Field(default=10, gt=0)
+    keep_alive_timeout_seconds: float = Field(default=5, gt=0)
+    max_concurrent_requests: int = Field(default=100, ge=1)
     # The app's connection pool (per process); see docs/performance.md for the defaults.
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)

@@ -19,7 +19,7 @@ from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.db import Database
 from src.logs import RequestContext, configure_logging
-from src.middleware import BodyGuard, MethodGuard, SecurityHeaders
+from src.middleware import BodyGuard, ConcurrencyLimit, MethodGuard, SecurityHeaders
 from src.migrate import alembic_config, head_revisions
 from src.routes import country, health
 from src.telemetry import Telemetry, from_settings
@@ -66,11 +66,13 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
         lifespan=lifespan,
     )
     app.state.settings = settings
-    # Last added runs first: headers on everything, then 405, then the body guards.
+    # Last added runs first: headers on everything, the 503 past the concurrency limit,
+    # then 405, then the body guards.
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     own = [route for route in app.routes if isinstance(route, Route)]  # /docs, /openapi.json
     routes = [*own, *health.router.routes, *country.router.routes]
     app.add_middleware(MethodGuard, routes=routes)
+    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext)  # outermost: every answer has its request ID
     errors.install(app)

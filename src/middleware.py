@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from src.errors import error_response
+from src.errors import RETRY_AFTER_SECONDS, error_response
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -136,3 +136,32 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class ConcurrencyLimit:
+    """Past `limit` requests in flight in this process, a 503 with Retry-After at once,
+    not a queue of seconds (docs/edge.md). /health (liveness) is never refused:
+    a busy process is not a dead one."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            busy = error_response(
+                503,
+                f"server busy ({self.limit} requests in flight), retry shortly",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -84,6 +84,8 @@ def test_start_serves_the_api_and_stops_its_database(start_env, running_start):
     assert answer.json()["alpha3"] == "GBR"
     assert "server" not in answer.headers  # no banner
     assert answer.headers["x-content-type-options"] == "nosniff"
+    # The edge's limits (src.serve, tests/test_serve.py) hold for `start` too.
+    assert httpx.get(f"{base}/health", headers={"X-Big": "a" * 20_000}).status_code == 431
     body = {"alpha2": "XD", "alpha3": "XDD", "name": "Startland"}
     key = {"X-API-Key": "start-test-key"}
     assert httpx.post(f"{base}/country", json=body, headers=key).status_code == 201
@@ -95,6 +97,29 @@ def test_start_serves_the_api_and_stops_its_database(start_env, running_start):
     assert "embedded PostgreSQL started" in output
     assert "embedded PostgreSQL stopped" in output
     assert not port_in_use("127.0.0.1", db_port)
+
+
+def test_dev_serves_with_the_same_limits(start_env):
+    """`dev` (--reload) rebuilds the app in a child process: same server options."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devtools.start", "--reload"],
+        cwd=PROJECT_ROOT,
+        env={**start_env, "MAX_HEADER_BYTES": "4096"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{start_env['API_PORT']}"
+    try:
+        assert wait_for(f"{base}/health", proc).status_code == 200
+        assert httpx.get(f"{base}/health", headers={"X-Big": "a" * 3000}).status_code == 200
+        answer = httpx.get(f"{base}/health", headers={"X-Big": "a" * 5000})
+        assert answer.status_code == 431
+        assert answer.json()["code"] == "request_header_fields_too_large"
+        assert "server" not in answer.headers
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        command("devtools.embedded_pg", "stop", env=start_env)
 
 
 def test_a_second_start_says_one_already_runs(start_env, running_start):

@@ -32,7 +32,6 @@ from tests.docker.compose import (
     interpolate,
     published_ports,
     runtime_stage,
-    with_option,
 )
 from tests.helpers import wait_for
 
@@ -138,10 +137,10 @@ def test_migrate_then_api_commands_run_as_compose_runs_them(services, cluster_ro
         assert f"already at head ({heads})" in again.stdout
 
         api_service = services["api"]
-        env = container_env(api_service, services, pg)
         port = free_port()
+        env = container_env(api_service, services, pg)
+        env.update(API_HOST="127.0.0.1", API_PORT=str(port))  # this machine, a free port
         api = command_argv(api_service["command"])
-        api = with_option(with_option(api, "--host", "127.0.0.1"), "--port", str(port))
         health_checks = [
             on_port(healthcheck_argv(api_service["healthcheck"]["test"]), port),
             on_port(dockerfile_healthcheck(), port),
@@ -160,6 +159,9 @@ def test_migrate_then_api_commands_run_as_compose_runs_them(services, cluster_ro
             ready = httpx.get(f"{base}/ready", timeout=5)
             assert ready.status_code == 200, ready.text
             assert ready.json() == {"status": "ready", "revision": heads}
+            # The edge's limits hold in the image too (src.serve; tests/test_serve.py).
+            big = httpx.get(f"{base}/health", headers={"X-Big": "a" * 20_000}, timeout=5)
+            assert big.status_code == 431, big.text
             for check in health_checks:
                 result = run(check, env, cwd=image_root)
                 assert result.returncode == 0, (check, result.stderr)

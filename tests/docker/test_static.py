@@ -169,14 +169,16 @@ def test_compose_commands_are_the_projects_commands(services):
     assert command_argv(services["api"]["command"]) == dockerfile_cmd(), (
         "the image's default command (a Kubernetes Deployment's) must be the api service's"
     )
-    assert "--no-server-header" in dockerfile_cmd()  # no `server: uvicorn` banner
+    # The one entry point, whose server options (limits, no banner) come from settings.
+    assert dockerfile_cmd() == ["python", "-m", "src.serve"]
 
 
 def test_api_scales_behind_one_loopback_port(compose, services):
     api, proxy = services["api"], services["proxy"]
-    api_argv = command_argv(api["command"])
-    api_port = option(api_argv, "--port")
-    assert option(api_argv, "--host") == "0.0.0.0"  # reachable from the proxy  # noqa: S104
+    api_port = str(api["environment"]["API_PORT"])
+    assert api["environment"]["API_HOST"] == "0.0.0.0"  # reachable from the proxy  # noqa: S104
+    image = dict(a.split("=", 1) for k, a in runtime_stage() if k == "ENV" for a in shlex.split(a))
+    assert (image["API_HOST"], image["API_PORT"]) == ("0.0.0.0", api_port)  # noqa: S104
 
     assert "container_name" not in api
     for _, published, _ in published_ports(api):
