@@ -49,6 +49,7 @@ class StepTracker:
         self.current = None
 
     def executed(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        """After each statement that succeeded: in autocommit it is committed already."""
         if self.current is None or statement.lstrip().upper().startswith(READ_ONLY):
             return
         line = " ".join(statement.split())
@@ -91,14 +92,14 @@ def track_revisions(script: ScriptDirectory) -> None:
 
 @contextmanager
 def tracking(connection: Connection, tracker: StepTracker) -> Iterator[None]:
-    event.listen(connection, "before_cursor_execute", tracker.executed)
+    event.listen(connection, "after_cursor_execute", tracker.executed)
     event.listen(connection, "commit", tracker.on_commit)
     ACTIVE.append(tracker)
     try:
         yield
     finally:
         ACTIVE.remove(tracker)
-        event.remove(connection, "before_cursor_execute", tracker.executed)
+        event.remove(connection, "after_cursor_execute", tracker.executed)
         event.remove(connection, "commit", tracker.on_commit)
 
 
@@ -158,7 +159,7 @@ class Run:
                     run_migrations()
                     return
                 except Exception as exc:
-                    revision = self.tracker.current
+                    revision, concurrent = self.tracker.current, policy.running
                     if revision is None:
                         raise
                     name = self.code.name(revision)
@@ -166,14 +167,15 @@ class Run:
                     if isinstance(exc, CommandFailure):  # leftovers, from on_version_apply
                         raise RevisionFailure(f"{exc}{half}") from None
                     if is_lock_timeout(exc):
-                        if policy.running:
+                        if concurrent:
                             raise RevisionFailure(
-                                f"revision {name}: {policy.running[:80]} waited "
+                                f"revision {name}: {concurrent[:80]} waited "
                                 f"MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS="
                                 f"{s.migration_concurrent_index_timeout_ms} for older "
                                 f"transactions; {sampler.describe()}: end it "
                                 "(SELECT pg_terminate_backend(<pid>)) or raise the setting, "
-                                f"then migrate again{half}"
+                                "then migrate again (a cancelled build leaves an INVALID index: "
+                                f"DROP INDEX CONCURRENTLY it unless the revision does){half}"
                             ) from None
                         attempts[revision] = attempts.get(revision, 0) + 1
                         if self.external or attempts[revision] > s.migration_lock_retries:
@@ -217,9 +219,9 @@ class Run:
             with self.connection.begin():
                 history.record_partial(self.connection, self.code, revision, summary)
         return (
-            f"; it had committed part of itself before failing (an autocommit_block), and "
-            f"that part stays applied: {summary}; undo it or make the revision re-runnable "
-            "(IF NOT EXISTS / DROP ... IF EXISTS first), then migrate again"
+            f"; before failing it had committed (an autocommit_block), and these stay "
+            f"applied: {summary}; a rerun runs them again: undo them first unless they are "
+            "re-runnable (IF NOT EXISTS, DROP ... IF EXISTS first)"
         )
 
     def _earlier_partial(self, revision: str) -> str | None:
