@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import URL, Connection, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from src.config import Settings
 
@@ -60,8 +61,10 @@ def is_concurrent(statement: str) -> bool:
 class BlockerSampler:
     """Polls pg_blocking_pids(pid) on its own connection; keeps the last blockers seen."""
 
-    def __init__(self, engine: Engine, pid: int, interval: float) -> None:
-        self.engine, self.pid, self.interval = engine, pid, interval
+    def __init__(self, url: URL, pid: int, interval: float) -> None:
+        # Its own engine: the migrator's may hand out one shared connection (StaticPool).
+        self.engine = create_engine(url, poolclass=NullPool)
+        self.pid, self.interval = pid, interval
         self.seen: list[Blocker] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="blocker-sampler", daemon=True)
@@ -96,6 +99,7 @@ class BlockerSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.engine.dispose()
 
     def describe(self) -> str:
         if not self.seen:

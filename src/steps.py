@@ -146,10 +146,12 @@ class Run:
         track_revisions(self.script)
         s = self.settings
         pid = self.connection.connection.dbapi_connection.get_backend_pid()
-        interval = min(max(s.migration_lock_timeout_ms / 4000, 0.02), 0.5)
+        # A few samples per lock_timeout: the last one before the cancel is the blocker.
+        lock_ms = s.migration_lock_timeout_ms
+        interval = min(max(lock_ms / 4000, 0.02), 0.5) if lock_ms else 0.5
         attempts: dict[str | None, int] = {}
         with (
-            BlockerSampler(self.connection.engine, pid, interval) as sampler,
+            BlockerSampler(self.connection.engine.url, pid, interval) as sampler,
             concurrent_index_policy(self.connection, s) as policy,
             tracking(self.connection, self.tracker),
         ):
