@@ -243,13 +243,17 @@ def ready_problem(conn: Connection, code: CodeHistory) -> str | None:
 
 def gate_problems(cfg: Config, settings: Settings) -> list[str]:
     """The `history` gate: the configured database, if one answers, applied this history."""
-    engine = create_engine(settings.sync_url, poolclass=NullPool)
+    try:
+        url = settings.sync_url
+    except CommandFailure as exc:
+        print(f"history: skipped ({exc})")
+        return []
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
     try:
         with engine.connect() as conn:
             check(conn, code_history(cfg))
     except OperationalError:
-        where = f"{engine.url.host}:{engine.url.port}"
-        print(f"history: skipped (no database answers at {where} to compare with)")
+        print(f"history: skipped (no database answers at {url.host}:{url.port} to compare with)")
         return []
     except HistoryError as exc:
         return [f"history: {exc}"]
