@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from devtools import migration_checks
 from devtools.embedded_pg import free_port
 from src import history, migrate
 from src.config import Settings
@@ -140,8 +141,8 @@ def test_database_migrated_before_fingerprints_is_backfilled(
     settings: Settings, sync_engine: Engine, scratch_alembic: Path
 ):
     """No fingerprint table (migrated by the code before this check): migrate records
-    the history as it is instead of refusing; an edit after that is caught. The API's
-    role may read the table (for /ready) but not write it."""
+    the history as it is instead of refusing; an edit after that is caught, by migrate
+    and by the `history` gate. The API's role may read the table (for /ready), not write it."""
     with fresh_database(sync_engine) as url:
         engine = create_engine(url, poolclass=NullPool)
         fresh = settings.for_database(url)
@@ -163,6 +164,9 @@ def test_database_migrated_before_fingerprints_is_backfilled(
             scratch.set_main_option("script_location", str(scratch_alembic))
             with pytest.raises(history.HistoryError, match=f"revision {INSERTED}"):
                 migrate.upgrade(fresh, cfg=scratch)
+            # The gate, on the configured database (here the fresh one): one line.
+            (problem,) = migration_checks.run_gates("history", fresh, scratch)
+            assert problem.startswith(f"history: history edited: revision {INSERTED}"), problem
 
             app_url = make_app_url(url_string(url))
             app = create_engine(app_url, poolclass=NullPool)
