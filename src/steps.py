@@ -164,53 +164,59 @@ class Run:
                     revision, concurrent = self.tracker.current, policy.running
                     if revision is None:
                         raise
-                    name = self.code.name(revision)
-                    half = self._remember_partial(revision, exc)
-                    if isinstance(exc, CommandFailure):  # leftovers, from on_version_apply
-                        raise RevisionFailure(f"{exc}{half}") from None
-                    if is_lock_timeout(exc):
-                        if concurrent:
-                            raise RevisionFailure(
-                                f"revision {name}: {concurrent[:80]} waited "
-                                f"MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS="
-                                f"{s.migration_concurrent_index_timeout_ms} for older "
-                                f"transactions; {sampler.describe()}: end it "
-                                "(SELECT pg_terminate_backend(<pid>)) or raise the setting, "
-                                "then migrate again (a cancelled build leaves an INVALID index: "
-                                f"DROP INDEX CONCURRENTLY it unless the revision does){half}"
-                            ) from None
-                        attempts[revision] = attempts.get(revision, 0) + 1
-                        if self.external or attempts[revision] > s.migration_lock_retries:
-                            raise RevisionFailure(
-                                f"revision {name} could not get its locks in "
-                                f"{attempts[revision]} attempt(s), each cancelled after "
-                                f"MIGRATION_LOCK_TIMEOUT_MS={s.migration_lock_timeout_ms} "
-                                f"({first_line(exc)}: {' '.join(str(exc.statement).split())[:80]}"
-                                f"); {sampler.describe()}: end that session or migrate when "
-                                f"it is idle, or raise MIGRATION_LOCK_RETRIES{half}"
-                            ) from None
-                        delay = s.migration_lock_retry_delay_seconds * 2 ** (attempts[revision] - 1)
-                        print(
-                            f"lock timeout in revision {name} (attempt {attempts[revision]} of "
-                            f"{s.migration_lock_retries + 1}): {sampler.describe()}; "
-                            f"retrying in {delay:g}s",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        time.sleep(delay)
-                        continue
-                    if half:
-                        raise RevisionFailure(
-                            f"revision {name} failed: {first_line(exc)}{half}"
-                        ) from None
-                    if earlier := self._earlier_partial(revision):
-                        raise RevisionFailure(
-                            f"revision {name} failed: {first_line(exc)}; {earlier}"
-                        ) from None
-                    exc.add_note(f"{REVISION_NOTE}{name}")
-                    raise
+                    delay = self._failed(revision, exc, concurrent, sampler, attempts)
+                    if delay is None:
+                        exc.add_note(f"{REVISION_NOTE}{self.code.name(revision)}")
+                        raise
+                    time.sleep(delay)
 
-    def _remember_partial(self, revision: str, exc: BaseException) -> str:
+    def _failed(
+        self,
+        revision: str,
+        exc: Exception,
+        concurrent: str | None,
+        sampler: BlockerSampler,
+        attempts: dict[str | None, int],
+    ) -> float | None:
+        """Raise one line, or return the delay before a retry (None: the error as it is)."""
+        s, name = self.settings, self.code.name(revision)
+        half = self._remember_partial(revision)
+        if isinstance(exc, CommandFailure):  # leftovers, from on_version_apply
+            raise RevisionFailure(f"{exc}{half}") from None
+        if is_lock_timeout(exc) and concurrent:
+            raise RevisionFailure(
+                f"revision {name}: {concurrent[:80]} waited "
+                f"MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS={s.migration_concurrent_index_timeout_ms}"
+                f" for older transactions; {sampler.describe()}: end it "
+                "(SELECT pg_terminate_backend(<pid>)) or raise the setting, then migrate again "
+                "(a cancelled build leaves an INVALID index: DROP INDEX CONCURRENTLY it unless "
+                f"the revision does){half}"
+            ) from None
+        if is_lock_timeout(exc):
+            attempts[revision] = tried = attempts.get(revision, 0) + 1
+            if self.external or tried > s.migration_lock_retries:
+                statement = " ".join(str(getattr(exc, "statement", "")).split())[:80]
+                raise RevisionFailure(
+                    f"revision {name} could not get its locks in {tried} attempt(s), each "
+                    f"cancelled after MIGRATION_LOCK_TIMEOUT_MS={s.migration_lock_timeout_ms} "
+                    f"({first_line(exc)}: {statement}); {sampler.describe()}: end that session "
+                    f"or migrate when it is idle, or raise MIGRATION_LOCK_RETRIES{half}"
+                ) from None
+            delay = s.migration_lock_retry_delay_seconds * 2 ** (tried - 1)
+            print(
+                f"lock timeout in revision {name} (attempt {tried} of "
+                f"{s.migration_lock_retries + 1}): {sampler.describe()}; retrying in {delay:g}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            return delay
+        if half:
+            raise RevisionFailure(f"revision {name} failed: {first_line(exc)}{half}") from None
+        if earlier := self._earlier_partial(revision):
+            raise RevisionFailure(f"revision {name} failed: {first_line(exc)}; {earlier}") from None
+        return None
+
+    def _remember_partial(self, revision: str) -> str:
         """When the failed revision had committed statements: record it, say what stays."""
         if not self.tracker.committed:
             return ""
