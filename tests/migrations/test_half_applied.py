@@ -65,3 +65,38 @@ def test_failure_after_an_autocommit_block_names_what_stays_applied(
             assert current_version(engine) == {head}
         finally:
             engine.dispose()
+
+
+def test_any_failing_revision_is_one_line_naming_it(
+    settings: Settings, sync_engine: Engine, scratch_alembic: Path
+):
+    """No autocommit_block: rolled back whole, and migrate says which revision failed and
+    why in one line instead of a traceback."""
+    (head,) = script_directory().get_heads()
+    write_revision(
+        scratch_alembic / "versions",
+        REVISION,
+        head,
+        "def upgrade() -> None:\n"
+        '    op.add_column("country", sa.Column("doomed", sa.Text()))\n'
+        '    op.execute("SELECT no_such_function()")\n\n\n'
+        "def downgrade() -> None:\n"
+        '    op.drop_column("country", "doomed")\n',
+    )
+    with fresh_database(sync_engine) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        fresh = settings.for_database(url)
+        cfg = migrate.alembic_config(fresh)
+        cfg.set_main_option("script_location", str(scratch_alembic))
+        try:
+            migrate.upgrade(fresh)
+            with pytest.raises(migrate.MigrationError) as failed:
+                migrate.upgrade(fresh, cfg=cfg)
+            message = str(failed.value)
+            assert message.startswith(f"revision {REVISION} "), message
+            assert "nothing of it is recorded as applied" in message, message
+            assert "no_such_function() does not exist" in message and "\n" not in message
+            assert current_version(engine) == {head}
+            assert "doomed" not in {c["name"] for c in inspect(engine).get_columns("country")}
+        finally:
+            engine.dispose()
