@@ -67,6 +67,18 @@ class CodeHistory:
                 todo.extend(self.revisions[rev].down)
         return [r for r in self.revisions.values() if r.revision in seen]
 
+    def above(self, revision: str) -> set[str]:
+        """Every revision that descends from `revision`."""
+        found: set[str] = set()
+        todo = [revision]
+        while todo:
+            parent = todo.pop()
+            for rev in self.revisions.values():
+                if parent in rev.down and rev.revision not in found:
+                    found.add(rev.revision)
+                    todo.append(rev.revision)
+        return found
+
     def name(self, revision: str) -> str:
         title = self.revisions[revision].title if revision in self.revisions else ""
         return f"{revision} ({title})" if title else revision
@@ -91,9 +103,9 @@ class Recorded:
 def edit_problem(
     code: CodeHistory, db_heads: Iterable[str], recorded: Mapping[str, Recorded]
 ) -> str | None:
-    """Why the code's history is not the one the database applied, or None. With no
-    rows recorded at all (a database migrated before this check), there is nothing to
-    compare: the caller backfills."""
+    """Why the code's history is not the one the database applied, or None. Revisions
+    with no row and no recorded revision above them were applied without the runner (a
+    database migrated before this check, offline SQL): the caller backfills them."""
     db_heads = sorted(db_heads)
     unknown = [h for h in db_heads if h not in code.revisions]
     if unknown:
@@ -107,6 +119,8 @@ def edit_problem(
     where = ", ".join(db_heads)
     for rev in code.below(db_heads):
         row = recorded.get(rev.revision)
+        if row is None and not code.above(rev.revision) & recorded.keys():
+            continue
         if row is None:
             return (
                 f"history edited: revision {code.name(rev.revision)} sits below the "
@@ -148,12 +162,13 @@ def db_heads(conn: Connection) -> set[str]:
 
 
 def check(conn: Connection, code: CodeHistory) -> bool:
-    """Raise HistoryError on an edited history; True when fingerprints are to be backfilled."""
+    """Raise HistoryError on an edited history; True when some applied revisions have no
+    row yet (to be backfilled)."""
     heads = db_heads(conn)
     recorded = read_recorded(conn)
     if problem := edit_problem(code, heads, recorded or {}):
         raise HistoryError(problem)
-    return bool(heads) and not recorded
+    return any(rev.revision not in (recorded or {}) for rev in code.below(heads))
 
 
 def prepare(conn: Connection, code: CodeHistory) -> None:
@@ -166,8 +181,10 @@ def prepare(conn: Connection, code: CodeHistory) -> None:
         "recorded_at timestamptz NOT NULL DEFAULT now())"
     )
     if check(conn, code):
+        recorded = read_recorded(conn) or {}
         for rev in code.below(db_heads(conn)):
-            record_applied(conn, code, rev.revision, note="backfilled")
+            if rev.revision not in recorded:
+                record_applied(conn, code, rev.revision, note="backfilled")
 
 
 def record_applied(conn: Connection, code: CodeHistory, revision: str, note: str | None = None):
@@ -229,16 +246,13 @@ def ready_problem(conn: Connection, code: CodeHistory) -> str | None:
     """For /ready (read-only, the API's role): why this database's history is not the
     code's. One query when all is well: the heads' chain hashes."""
     recorded = read_recorded(conn)
-    if recorded is None:
-        return f"no revision fingerprints ({TABLE}): run the migrations (pipenv run migrate)"
+    if not recorded:  # migrated before the fingerprints: nothing to compare yet
+        return None
     heads = db_heads(conn)
     hashes = {r: row.chain_hash for r, row in recorded.items()}
     if all(h in code.revisions and hashes.get(h) == code.revisions[h].chain_hash for h in heads):
         return None
-    return edit_problem(code, heads, recorded) or (
-        f"revision fingerprints of {', '.join(sorted(heads))} differ from the code's history; "
-        "run the migrations (pipenv run migrate) to see why"
-    )
+    return edit_problem(code, heads, recorded)
 
 
 def gate_problems(cfg: Config, settings: Settings) -> list[str]:

@@ -185,3 +185,41 @@ def test_database_migrated_before_fingerprints_is_backfilled(
 
 def make_app_url(owner_url: str) -> str:
     return url_string(make_url(owner_url).set(username=APP_ROLE, password=APP_ROLE_PASSWORD))
+
+
+def test_revision_applied_by_offline_sql_on_top_is_recorded_not_refused(
+    settings: Settings, sync_engine: Engine, scratch_alembic: Path
+):
+    """A DBA applies the newest revision from `alembic upgrade --sql` output: the runner
+    then finds it without a row but with nothing recorded above it, and records it."""
+    (head,) = script_directory().get_heads()
+    offline = "0ff1e0000001"
+    write_revision(
+        scratch_alembic / "versions",
+        offline,
+        head,
+        "def upgrade() -> None:\n"
+        '    op.add_column("country", sa.Column("offline", sa.Text()))\n\n\n'
+        "def downgrade() -> None:\n"
+        '    op.drop_column("country", "offline")\n',
+    )
+    with fresh_database(sync_engine) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        fresh = settings.for_database(url)
+        scratch = migrate.alembic_config(fresh)
+        scratch.set_main_option("script_location", str(scratch_alembic))
+        try:
+            migrate.upgrade(fresh)
+            with engine.begin() as conn:  # what the DBA's script does
+                conn.exec_driver_sql("ALTER TABLE country ADD COLUMN offline TEXT")
+                conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": offline})
+            done = migrate.upgrade(fresh, cfg=scratch)
+            assert done.startswith(f"database already at {offline}; recorded its history"), done
+            with engine.connect() as conn:
+                note = conn.scalar(
+                    text(f"SELECT note FROM {history.TABLE} WHERE revision = :r"), {"r": offline}
+                )
+            assert note == "backfilled"
+            assert migrate.upgrade(fresh, cfg=scratch).startswith("database already at head")
+        finally:
+            engine.dispose()
