@@ -33,7 +33,9 @@ def invalid_indexes(conn: Connection) -> list[tuple[str, str]]:
                 "JOIN pg_class idx ON idx.oid = i.indexrelid "
                 "JOIN pg_class tbl ON tbl.oid = i.indrelid "
                 "JOIN pg_namespace ns ON ns.oid = tbl.relnamespace "
-                "WHERE ns.nspname = :s AND NOT i.indisvalid ORDER BY 1"
+                "WHERE ns.nspname = :s AND NOT i.indisvalid AND NOT EXISTS ("  # not one being built
+                "SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid"
+                ") ORDER BY 1"
             ),
             {"s": SCHEMA},
         )
