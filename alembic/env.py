@@ -4,9 +4,11 @@ Settings come from `config.attributes["settings"]` when a caller (src.migrate, t
 gates, the tests) passes them, else from the environment, read once here.
 
 Online runs hold the project's migration lock (src.migrate) and give each migration
-its own transaction with lock/statement timeouts. Autogenerate compares enums and CHECK
-constraints too, skips empty revisions and refuses a drop + add that looks like a rename
-(src.autogenerate).
+its own transaction with lock/statement timeouts; src.history refuses an edited history
+and records each revision's place in it; src.steps retries lock timeouts and refuses
+leftovers (INVALID indexes) and half-applied revisions in one line. Autogenerate compares
+enums and CHECK constraints too, skips empty revisions and refuses a drop + add that looks
+like a rename (src.autogenerate).
 """
 
 from logging.config import fileConfig
@@ -16,7 +18,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from src import autogenerate
+from src import autogenerate, history
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.migrate import (
@@ -26,6 +28,7 @@ from src.migrate import (
     sync_engine,
 )
 from src.models import Base
+from src.steps import Run
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("connection"):
@@ -35,6 +38,8 @@ target_metadata = Base.metadata
 
 # Tables that live in our database but are not ours (extensions, other tools).
 UNOWNED_TABLES = frozenset({"spatial_ref_sys"})
+# The runner's own bookkeeping, next to alembic_version (src/history.py).
+RUNNER_TABLES = frozenset({history.TABLE})
 
 COMPARE_OPTIONS = {
     "target_metadata": target_metadata,
@@ -46,7 +51,9 @@ COMPARE_OPTIONS = {
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
-    return not (type_ == "table" and reflected and compare_to is None and name in UNOWNED_TABLES)
+    if type_ == "table" and reflected and compare_to is None:
+        return name not in UNOWNED_TABLES | RUNNER_TABLES
+    return True
 
 
 def revision_directives(context_, revision, directives) -> None:
@@ -91,16 +98,19 @@ def run_with(connection: Connection, limits: Settings) -> None:
     # Alembic starts its own transactions on a clean connection.
     connection.exec_driver_sql(f"SET lock_timeout = {limits.migration_lock_timeout_ms}")
     connection.exec_driver_sql(f"SET statement_timeout = {limits.migration_statement_timeout_ms}")
+    run = Run(connection, limits, context.script, external)
+    history.prepare(connection, run.code)  # under the lock: refuse an edited history, backfill
     if not external:
         connection.commit()
     context.configure(
         connection=connection,
         include_object=include_object,
         process_revision_directives=revision_directives,
+        on_version_apply=run.on_version_apply,
         **COMPARE_OPTIONS,
     )
     with context.begin_transaction():
-        context.run_migrations()
+        run(context.run_migrations)
 
 
 def run_migrations_online() -> None:

@@ -1,9 +1,11 @@
 """Gates for the migration history, run by CI, the git hooks and `pipenv run check-migrations`.
 
     python -m devtools.migration_checks heads    exactly one head: no unmerged branches
+    python -m devtools.migration_checks history  the configured database (if one answers)
+                                                 applied this history, not an edited one
     python -m devtools.migration_checks squawk   each revision's offline SQL passes squawk
     python -m devtools.migration_checks drift    the models match what the migrations build
-    python -m devtools.migration_checks all      the three, in that order
+    python -m devtools.migration_checks all      the four, in that order
 
 `squawk` lints `alembic upgrade <down>:<rev> --sql` and `alembic downgrade <rev>:<down>
 --sql` of every revision on its own, with squawk's rules and the project's own
@@ -56,7 +58,7 @@ from devtools.revision_sql import (
     one_line,
     render,
 )
-from src import migrate
+from src import history, migrate
 from src.cli import CommandFailure, fail_on_errors
 from src.config import Settings, read_settings
 
@@ -422,6 +424,7 @@ def run_gates(
     gates: dict[str, Callable[[], list[str]]] = {  # static ones first: they answer fast
         "heads": lambda: check_heads(cfg),
         "squawk": lambda: check_squawk(cfg),
+        "history": lambda: history.gate_problems(cfg, configured_database(settings)),
         "drift": lambda: check_drift(
             cfg,
             configured_database(settings) if configured_db else settings,
@@ -447,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.migration_checks", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("gate", choices=["heads", "squawk", "drift", "all"])
+    parser.add_argument("gate", choices=["heads", "squawk", "history", "drift", "all"])
     parser.add_argument(
         "--configured-db",
         action="store_true",

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     migration_statement_timeout_ms: int = Field(default=300_000, ge=0)
     # For one `alembic-revision` run: write a drop + add the rename guard would refuse.
     alembic_allow_drop_add: bool = False
+    # A revision cancelled by lock_timeout is retried this many times, after a delay that
+    # starts here and doubles (docs/migrations.md, "Locks").
+    migration_lock_retries: int = Field(default=3, ge=0)
+    migration_lock_retry_delay_seconds: float = Field(default=2, ge=0)
+    # CREATE/DROP INDEX CONCURRENTLY wait for every older transaction (any table): their
+    # lock_timeout, instead of MIGRATION_LOCK_TIMEOUT_MS (0 = wait as long as it takes).
+    migration_concurrent_index_timeout_ms: int = Field(default=600_000, ge=0)
 
     environment: Literal["local", "test", "production"] = "local"
     # Required in the X-API-Key header of POST/PATCH/DELETE. Reads stay public.

@@ -20,9 +20,11 @@ from sqlalchemy import URL, Connection, Engine, create_engine, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from src import history, leftovers
 from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, read_settings
 from src.roles import ensure_app_role
+from src.steps import REVISION_NOTE, first_line
 
 # Arbitrary but fixed: every migrator of this project must use the same key.
 MIGRATION_LOCK_ID = 7_316_092_511_004_761_345
@@ -122,36 +124,60 @@ def migration_lock(engine: Engine, wait_seconds: float) -> Iterator[None]:
 
 def upgrade(settings: Settings, target: str = "head", cfg: Config | None = None) -> str:
     """Bring the database to `target` (no migration when already at head), then the API's
-    role (src/roles.py) up to date.
+    role (src/roles.py) up to date. Refuses a history edited below what the database has
+    applied (src/history.py) and INVALID indexes or stray NOT VALID constraints, even at head.
     `cfg`: another migration history than the project's (the tests' scratch copies)."""
     if cfg is None:
         cfg = alembic_config(settings)
     else:
         cfg.attributes[SETTINGS_ATTRIBUTE] = settings
-    heads = head_revisions(cfg)
+    script = ScriptDirectory.from_config(cfg)
+    heads = set(script.get_heads())
     engine = sync_engine(settings)
     try:
         with engine.connect() as conn:
             refuse_pooler(conn)
             before = current_revisions(conn)
+            backfill = history.check(conn, history.CodeHistory.of(script))
     except OperationalError as exc:
         raise MigrationError(connection_problem(engine.url, exc)) from None
-    if target == "head" and before == heads:
+    if target == "head" and before == heads and not backfill:
+        after = before
         done = f"database already at head ({', '.join(sorted(heads))})"
     else:
-        try:
-            command.upgrade(cfg, target)
-        except CommandError as exc:  # e.g. env.py's lock wait ran out: one line, no traceback
-            raise MigrationError(str(exc)) from None
+        run_alembic_upgrade(cfg, target)
         with engine.connect() as conn:
             after = current_revisions(conn)
         was = ", ".join(sorted(before)) or "empty"
         done = f"database upgraded from {was} to {', '.join(sorted(after))}"
+        if before == after:
+            done = f"database already at {was}; recorded its history ({history.TABLE})"
+    with engine.connect() as conn:
+        at = ", ".join(sorted(after)) or "empty"
+        leftovers.refuse(conn, script, after, f"the database at {at} is not as its history says")
     if settings.postgres_app_user is not None:
         # Under the lock: concurrent GRANTs on one object can fail ("tuple concurrently updated").
         with migration_lock(engine, settings.migration_lock_wait_seconds), engine.begin() as conn:
             done += f"; {ensure_app_role(conn, settings)}"
     return done
+
+
+def run_alembic_upgrade(cfg: Config, target: str) -> None:
+    """`alembic upgrade`, its failures as one line: env.py's (the lock wait, an edited
+    history, lock timeouts, leftovers) and a revision's own error, which src.steps tags."""
+    try:
+        command.upgrade(cfg, target)
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from None
+    except Exception as exc:
+        where = [n for n in getattr(exc, "__notes__", []) if n.startswith(REVISION_NOTE)]
+        if not where:
+            raise
+        revision = where[0].removeprefix(REVISION_NOTE)
+        raise MigrationError(
+            f"revision {revision} failed, and nothing of it is recorded as applied: "
+            f"{type(exc).__name__}: {first_line(exc)}"
+        ) from None
 
 
 def main() -> int:

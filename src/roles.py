@@ -3,7 +3,8 @@
 The runner logs in as the schema owner (POSTGRES_USER) and, under the migration lock,
 makes POSTGRES_APP_USER a login role that may only read and write the app's rows: DML on
 every table and sequence of the schema, now and later (default privileges), read-only on
-`alembic_version`, no DDL. Every statement is idempotent, so each run repairs drift.
+`alembic_version` and `alembic_version_history` (which /ready reads), no DDL. Every
+statement is idempotent, so each run repairs drift.
 """
 
 from sqlalchemy import Connection, text
@@ -13,7 +14,8 @@ from src.cli import CommandFailure
 from src.config import Settings
 
 SCHEMA = "public"
-VERSION_TABLE = "alembic_version"
+# The runner's bookkeeping: the API reads them (/ready), never writes them.
+VERSION_TABLES = ("alembic_version", "alembic_version_history")
 
 
 class RoleError(CommandFailure):
@@ -85,10 +87,11 @@ def _ensure(conn: Connection, settings: Settings, app: str) -> str:
         f"GRANT USAGE, SELECT ON SEQUENCES TO {q_app}",
     ):
         conn.exec_driver_sql(statement)
-    if conn.scalar(text("SELECT to_regclass(:t)"), {"t": f"{SCHEMA}.{VERSION_TABLE}"}):
-        conn.exec_driver_sql(
-            f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {schema}.{VERSION_TABLE} FROM {q_app}"
-        )
+    for table in VERSION_TABLES:
+        if conn.scalar(text("SELECT to_regclass(:t)"), {"t": f"{SCHEMA}.{table}"}):
+            conn.exec_driver_sql(
+                f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {schema}.{table} FROM {q_app}"
+            )
     if conn.scalar(text("SELECT has_schema_privilege(:r, :s, 'CREATE')"), {"r": app, "s": SCHEMA}):
         raise RoleError(
             f"role {app!r} may create objects in schema {SCHEMA} (PostgreSQL before 15 lets "

@@ -33,6 +33,8 @@ APP_ROLE = "country_api_test"
 APP_ROLE_PASSWORD = "test-app-role-password"
 PROJECT_FILES = ("src", "devtools", "alembic", "alembic.ini", "pyproject.toml")
 VERSION_TABLE = "alembic_version"
+# The runner's bookkeeping tables: not part of the schema a revision builds.
+RUNNER_TABLES = frozenset({VERSION_TABLE, "alembic_version_history"})
 
 
 def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Response:
@@ -238,7 +240,7 @@ def schema_snapshot(engine: Engine) -> dict[str, set[tuple]]:
             for kind, sql in SNAPSHOT_QUERIES.items()
         }
     for kind in ("columns", "constraints", "indexes", "triggers"):
-        snapshot[kind] = {row for row in snapshot[kind] if row[0] != VERSION_TABLE}
+        snapshot[kind] = {row for row in snapshot[kind] if row[0] not in RUNNER_TABLES}
     return snapshot
 
 

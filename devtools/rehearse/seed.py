@@ -18,9 +18,11 @@ import pycountry
 from sqlalchemy import Column, Connection, Engine, Enum, MetaData, Table, text
 from sqlalchemy import types as sqltypes
 
+from src import history
 from src.cli import CommandFailure
 
-VERSION_TABLE = "alembic_version"
+# The runner's bookkeeping (alembic_version, src/history.py's table): never seeded.
+VERSION_TABLES = frozenset({"alembic_version", history.TABLE})
 # Tables that others reference get this many times fewer rows than the largest one.
 PARENT_RATIO = 1000
 # Unique values use letters only (codes such as alpha-2 are letters); at most half of a
@@ -59,8 +61,8 @@ def reflect(conn: Connection) -> MetaData:
     """The public schema as it is now (the revision being rehearsed), without Alembic's table."""
     metadata = MetaData()
     metadata.reflect(conn, schema=None)
-    if VERSION_TABLE in metadata.tables:
-        metadata.remove(metadata.tables[VERSION_TABLE])
+    for name in VERSION_TABLES & set(metadata.tables):
+        metadata.remove(metadata.tables[name])
     return metadata
 
 
@@ -295,6 +297,6 @@ def table_names_at(dsn: str) -> set[str]:
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            return {name for (name,) in cursor.fetchall()} - {VERSION_TABLE}
+            return {name for (name,) in cursor.fetchall()} - VERSION_TABLES
     finally:
         conn.close()

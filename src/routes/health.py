@@ -5,6 +5,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from src import history
 from src.errors import ErrorBody, database_unavailable, error_response
 from src.routes.deps import database
 
@@ -18,19 +19,29 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _schema_heads(conn: Connection) -> set[str]:
-    return set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+def _schema_state(code: history.CodeHistory):
+    """The database's heads and, when they are the code's, why its history is not."""
+
+    def read(conn: Connection) -> tuple[set[str], str | None]:
+        heads = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+        return heads, (history.ready_problem(conn, code) if heads == code.heads else None)
+
+    return read
 
 
 @router.get("/ready", responses={503: {"model": ErrorBody}})
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: the database answers and its schema is exactly the code's Alembic head."""
-    code_heads: set[str] = request.app.state.code_heads
+    """Readiness: the database answers, its schema is exactly the code's Alembic head, and
+    it applied the code's history (src/history.py: not one edited below its head)."""
+    code: history.CodeHistory = request.app.state.code_history
+    code_heads = set(code.heads)
     try:
         # Not through the gate: a loaded app keeps one pooled connection for this probe.
-        db_heads = await database(request).probe(_schema_heads)
+        db_heads, edited = await database(request).probe(_schema_state(code))
     except (SQLAlchemyError, OSError, TimeoutError):
         return database_unavailable("database unavailable")
+    if edited:
+        return error_response(503, edited)
     if db_heads != code_heads:
         found = ", ".join(sorted(db_heads)) or "empty"
         expected = ", ".join(sorted(code_heads))

@@ -13,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
+from src import history
 from src.config import PROJECT_ROOT, Settings
 from src.migrate import alembic_config as project_config
 from tests.helpers import fresh_database
@@ -27,9 +28,13 @@ def alembic_config(settings: Settings) -> Config:
 
 @pytest.fixture
 def alembic_engine(sync_engine: Engine) -> Iterator[Engine]:
-    """A new, empty PostgreSQL database for each test that asks for it."""
+    """A new PostgreSQL database for each test that asks for it, empty but for the runner's
+    history table (src/history.py), which, like alembic_version, outlives `downgrade base`:
+    pytest-alembic then compares only what the revisions do."""
     with fresh_database(sync_engine) as url:
         engine = create_engine(url, poolclass=NullPool)
+        with engine.begin() as conn:
+            history.prepare(conn, history.code_history(project_config()))
         try:
             yield engine
         finally:

@@ -1,0 +1,277 @@
+"""History integrity: the database remembers where each applied revision sat in the chain.
+
+Each revision applied by alembic/env.py leaves a row in `alembic_version_history`, in the
+revision's own transaction: its id, its down_revision(s) and a hash of the chain from base
+to it. A history edited below what a database has applied (a revision inserted mid-chain,
+one removed or reordered) no longer matches those rows, and `migrate`, `start`, `/ready` and
+the `history` gate refuse it, naming the revision (docs/migrations.md, "History integrity").
+"""
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from src.cli import CommandFailure
+from src.config import Settings
+
+TABLE = "alembic_version_history"
+APPLIED, PARTIAL = "applied", "partial"
+# A deliberate rewrite (a squash): make the schema match, then empty the table; the next
+# run records the history as it is now.
+RESET_HINT = f"if the edit is deliberate, see docs/migrations.md (TRUNCATE {TABLE})"
+
+
+class HistoryError(CommandFailure):
+    """The code's revision history differs from what the database applied: one line."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    revision: str
+    down: tuple[str, ...]  # sorted
+    chain_hash: str
+    title: str
+
+
+@dataclass(frozen=True)
+class CodeHistory:
+    """The code's revisions, base first, with each one's chain hash."""
+
+    revisions: dict[str, Revision]
+    heads: frozenset[str]
+
+    @classmethod
+    def of(cls, script: ScriptDirectory) -> "CodeHistory":
+        found: dict[str, Revision] = {}
+        for rev in reversed(list(script.walk_revisions("base", "heads"))):
+            down = tuple(sorted(_as_tuple(rev.down_revision)))
+            parents = ",".join(found[d].chain_hash for d in down)
+            digest = hashlib.sha256(f"{rev.revision}:{parents}".encode()).hexdigest()
+            title = (rev.doc or "").strip().splitlines()[0] if rev.doc else ""
+            found[rev.revision] = Revision(rev.revision, down, digest, title)
+        return cls(found, frozenset(script.get_heads()))
+
+    def below(self, heads: Iterable[str]) -> list[Revision]:
+        """`heads` and every revision under them, base first."""
+        todo, seen = [h for h in heads if h in self.revisions], set()
+        while todo:
+            rev = todo.pop()
+            if rev not in seen:
+                seen.add(rev)
+                todo.extend(self.revisions[rev].down)
+        return [r for r in self.revisions.values() if r.revision in seen]
+
+    def above(self, revision: str) -> set[str]:
+        """Every revision that descends from `revision`."""
+        found: set[str] = set()
+        todo = [revision]
+        while todo:
+            parent = todo.pop()
+            for rev in self.revisions.values():
+                if parent in rev.down and rev.revision not in found:
+                    found.add(rev.revision)
+                    todo.append(rev.revision)
+        return found
+
+    def name(self, revision: str) -> str:
+        title = self.revisions[revision].title if revision in self.revisions else ""
+        return f"{revision} ({title})" if title else revision
+
+
+def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def code_history(cfg: Config) -> CodeHistory:
+    return CodeHistory.of(ScriptDirectory.from_config(cfg))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    down: tuple[str, ...]
+    chain_hash: str
+
+
+def edit_problem(
+    code: CodeHistory, db_heads: Iterable[str], recorded: Mapping[str, Recorded]
+) -> str | None:
+    """Why the code's history is not the one the database applied, or None. Revisions
+    with no row and no recorded revision above them were applied without the runner (a
+    database migrated before this check, offline SQL): the caller backfills them."""
+    db_heads = sorted(db_heads)
+    unknown = [h for h in db_heads if h not in code.revisions]
+    if unknown:
+        return (
+            f"history edited: the database is at revision {', '.join(unknown)}, which "
+            "alembic/versions no longer has (removed or renamed?): restore that revision file, "
+            f"or downgrade the database with the code that has it; {RESET_HINT}"
+        )
+    if not recorded:
+        return None
+    where = ", ".join(db_heads)
+    for rev in code.below(db_heads):
+        row = recorded.get(rev.revision)
+        if row is None and not code.above(rev.revision) & recorded.keys():
+            continue
+        if row is None:
+            return (
+                f"history edited: revision {code.name(rev.revision)} sits below the "
+                f"database's head {where} but was never applied to it (it was inserted into "
+                "the middle of the history, so it would never run): put it on top instead, "
+                f"down_revision = {where!r}; {RESET_HINT}"
+            )
+        if row.down != rev.down:
+            now = ", ".join(rev.down) or "base"
+            then = ", ".join(row.down) or "base"
+            return (
+                f"history edited: revision {code.name(rev.revision)} now follows {now}, but "
+                f"the database applied it after {then} (a revision was inserted, removed or "
+                "reordered below what the database has applied): restore the history; new "
+                f"revisions go on top of the head; {RESET_HINT}"
+            )
+    return None
+
+
+def read_recorded(conn: Connection) -> dict[str, Recorded] | None:
+    """The rows of applied revisions; None when the table does not exist yet."""
+    if conn.scalar(text("SELECT to_regclass(:t)"), {"t": TABLE}) is None:
+        return None
+    rows = conn.execute(
+        text(f"SELECT revision, down_revisions, chain_hash FROM {TABLE} WHERE state = :s"),
+        {"s": APPLIED},
+    )
+    return {r.revision: Recorded(_split(r.down_revisions), r.chain_hash) for r in rows}
+
+
+def _split(joined: str) -> tuple[str, ...]:
+    return tuple(joined.split(",")) if joined else ()
+
+
+def db_heads(conn: Connection) -> set[str]:
+    if conn.scalar(text("SELECT to_regclass('alembic_version')")) is None:
+        return set()
+    return set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+
+
+def check(conn: Connection, code: CodeHistory) -> bool:
+    """Raise HistoryError on an edited history; True when some applied revisions have no
+    row yet (to be backfilled)."""
+    heads = db_heads(conn)
+    recorded = read_recorded(conn)
+    if problem := edit_problem(code, heads, recorded or {}):
+        raise HistoryError(problem)
+    return any(rev.revision not in (recorded or {}) for rev in code.below(heads))
+
+
+def prepare(conn: Connection, code: CodeHistory) -> None:
+    """Before migrating, in the caller's transaction: create the table, refuse an edited
+    history, backfill the fingerprints of a database migrated before they existed."""
+    conn.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+        "revision text PRIMARY KEY, down_revisions text NOT NULL, chain_hash text NOT NULL, "
+        f"state text NOT NULL DEFAULT '{APPLIED}', note text, "
+        "recorded_at timestamptz NOT NULL DEFAULT now())"
+    )
+    if check(conn, code):
+        recorded = read_recorded(conn) or {}
+        for rev in code.below(db_heads(conn)):
+            if rev.revision not in recorded:
+                record_applied(conn, code, rev.revision, note="backfilled")
+
+
+def record_applied(conn: Connection, code: CodeHistory, revision: str, note: str | None = None):
+    rev = code.revisions[revision]
+    conn.execute(
+        text(
+            f"INSERT INTO {TABLE} (revision, down_revisions, chain_hash, state, note) "
+            "VALUES (:r, :d, :h, :s, :n) ON CONFLICT (revision) DO UPDATE SET "
+            "down_revisions = EXCLUDED.down_revisions, chain_hash = EXCLUDED.chain_hash, "
+            "state = EXCLUDED.state, note = EXCLUDED.note, recorded_at = now()"
+        ),
+        {"r": revision, "d": ",".join(rev.down), "h": rev.chain_hash, "s": APPLIED, "n": note},
+    )
+
+
+def record_partial(conn: Connection, code: CodeHistory, revision: str, note: str) -> None:
+    """A failed revision that left committed steps behind (an autocommit_block)."""
+    rev = code.revisions[revision]
+    conn.execute(
+        text(
+            f"INSERT INTO {TABLE} (revision, down_revisions, chain_hash, state, note) "
+            "VALUES (:r, :d, :h, :s, :n) ON CONFLICT (revision) DO UPDATE SET "
+            "state = EXCLUDED.state, note = EXCLUDED.note, recorded_at = now()"
+        ),
+        {"r": revision, "d": ",".join(rev.down), "h": rev.chain_hash, "s": PARTIAL, "n": note},
+    )
+
+
+def partial_note(conn: Connection, revision: str) -> tuple[str, str] | None:
+    """(when, what) a failed earlier run of `revision` left applied, if it did."""
+    if conn.scalar(text("SELECT to_regclass(:t)"), {"t": TABLE}) is None:
+        return None
+    row = conn.execute(
+        text(
+            "SELECT to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS at, note "
+            f"FROM {TABLE} WHERE revision = :r AND state = :s"
+        ),
+        {"r": revision, "s": PARTIAL},
+    ).first()
+    return (row.at, row.note) if row else None
+
+
+def forget(conn: Connection, revisions: Iterable[str]) -> None:
+    conn.execute(text(f"DELETE FROM {TABLE} WHERE revision = ANY(:r)"), {"r": list(revisions)})
+
+
+def sync_to(conn: Connection, code: CodeHistory, heads: Iterable[str]) -> None:
+    """After a stamp: the rows say exactly what is below the new heads."""
+    below = code.below(heads)
+    keep = {r.revision for r in below}
+    recorded = read_recorded(conn) or {}
+    forget(conn, [r for r in recorded if r not in keep])
+    for rev in below:
+        if rev.revision not in recorded:
+            record_applied(conn, code, rev.revision, note="stamped")
+
+
+def ready_problem(conn: Connection, code: CodeHistory) -> str | None:
+    """For /ready (read-only, the API's role): why this database's history is not the
+    code's. One query when all is well: the heads' chain hashes."""
+    recorded = read_recorded(conn)
+    if not recorded:  # migrated before the fingerprints: nothing to compare yet
+        return None
+    heads = db_heads(conn)
+    hashes = {r: row.chain_hash for r, row in recorded.items()}
+    if all(h in code.revisions and hashes.get(h) == code.revisions[h].chain_hash for h in heads):
+        return None
+    return edit_problem(code, heads, recorded)
+
+
+def gate_problems(cfg: Config, settings: Settings) -> list[str]:
+    """The `history` gate: the configured database, if one answers, applied this history."""
+    try:
+        url = settings.sync_url
+    except CommandFailure as exc:
+        print(f"history: skipped ({exc})")
+        return []
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            check(conn, code_history(cfg))
+    except OperationalError:
+        print(f"history: skipped (no database answers at {url.host}:{url.port} to compare with)")
+        return []
+    except HistoryError as exc:
+        return [f"history: {exc}"]
+    finally:
+        engine.dispose()
+    print(f"history: ok (the database at {engine.url.host}:{engine.url.port} applied this history)")
+    return []

@@ -1,0 +1,249 @@
+"""One revision at a time, as alembic/env.py runs them: which one is running, what of it is
+already committed, what happens when it fails.
+
+- Applied: its history row is written and no INVALID index or stray NOT VALID constraint
+  is left (src/history.py, src/leftovers.py), in its own transaction: else not recorded.
+- Cancelled by lock_timeout: retried with backoff up to MIGRATION_LOCK_RETRIES times,
+  naming who blocked it; then one line.
+- Failed after an autocommit_block committed part of it: one line saying what stays
+  applied; the database remembers it, so a rerun that trips on it says so too.
+"""
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import wraps
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+
+from src import history, leftovers
+from src.cli import CommandFailure
+from src.config import Settings
+from src.locks import BlockerSampler, concurrent_index_policy, is_lock_timeout
+
+READ_ONLY = ("SELECT", "SHOW", "SET", "WITH")
+# Added to a revision's own exception: src.migrate then names the revision in one line.
+REVISION_NOTE = "in revision "
+SHOWN_STATEMENTS = 3
+
+
+class RevisionFailure(CommandFailure):
+    """A revision failed in a way worth one line (lock timeout, half applied, leftovers)."""
+
+
+@dataclass
+class StepTracker:
+    """The running revision and its statements, split by whether they are committed."""
+
+    current: str | None = None
+    pending: list[str] = field(default_factory=list)
+    committed: list[str] = field(default_factory=list)
+
+    def start(self, revision: str) -> None:
+        self.current, self.pending, self.committed = revision, [], []
+
+    def done(self) -> None:
+        self.current = None
+
+    def executed(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        """After each statement that succeeded: in autocommit it is committed already."""
+        if self.current is None or statement.lstrip().upper().startswith(READ_ONLY):
+            return
+        line = " ".join(statement.split())
+        autocommit = getattr(conn.connection.dbapi_connection, "autocommit", False)
+        (self.committed if autocommit else self.pending).append(line)
+
+    def on_commit(self, conn) -> None:
+        self.committed += self.pending
+        self.pending = []
+
+    def summary(self) -> str:
+        shown = [s[:90] for s in self.committed[:SHOWN_STATEMENTS]]
+        more = len(self.committed) - len(shown)
+        return "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
+
+
+# The tracker of the run in progress: revision modules may outlive one run.
+ACTIVE: list[StepTracker] = []
+
+
+def _tracked(revision: str, fn: Callable) -> Callable:
+    @wraps(fn)
+    def run(*args, **kwargs):
+        if ACTIVE:
+            ACTIVE[-1].start(revision)
+        return fn(*args, **kwargs)
+
+    run.__tracked__ = True  # type: ignore[attr-defined]
+    return run
+
+
+def track_revisions(script: ScriptDirectory) -> None:
+    """Wrap each revision's upgrade/downgrade so the tracker knows which one runs."""
+    for rev in script.walk_revisions("base", "heads"):
+        for name in ("upgrade", "downgrade"):
+            fn = getattr(rev.module, name, None)
+            if fn is not None and not getattr(fn, "__tracked__", False):
+                setattr(rev.module, name, _tracked(rev.revision, fn))
+
+
+@contextmanager
+def tracking(connection: Connection, tracker: StepTracker) -> Iterator[None]:
+    event.listen(connection, "after_cursor_execute", tracker.executed)
+    event.listen(connection, "commit", tracker.on_commit)
+    ACTIVE.append(tracker)
+    try:
+        yield
+    finally:
+        ACTIVE.remove(tracker)
+        event.remove(connection, "after_cursor_execute", tracker.executed)
+        event.remove(connection, "commit", tracker.on_commit)
+
+
+def first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@dataclass
+class Run:
+    """Runs `run_migrations` (env.py's context.run_migrations) with the policies above."""
+
+    connection: Connection
+    settings: Settings
+    script: ScriptDirectory
+    external: bool  # a caller's transaction (pytest-alembic): no retry, no bookkeeping
+    tracker: StepTracker = field(default_factory=StepTracker)
+
+    def __post_init__(self) -> None:
+        self.code = history.CodeHistory.of(self.script)
+
+    def on_version_apply(self, ctx, step, heads, run_args) -> None:
+        """Alembic's hook, inside the revision's transaction: record it, or refuse it."""
+        conn = ctx.connection
+        if step.is_stamp:
+            history.sync_to(conn, self.code, heads)
+            return
+        revision = step.up_revision_id
+        if step.is_upgrade:
+            history.record_applied(conn, self.code, revision)
+        else:
+            history.forget(conn, [revision])
+        leftovers.refuse(
+            conn,
+            self.script,
+            heads,
+            f"revision {self.code.name(revision)} is not recorded as "
+            f"{'applied' if step.is_upgrade else 'undone'}",
+        )
+        self.tracker.done()
+
+    def __call__(self, run_migrations: Callable[[], None]) -> None:
+        track_revisions(self.script)
+        s = self.settings
+        pid = self.connection.connection.dbapi_connection.get_backend_pid()
+        # A few samples per lock_timeout: the last one before the cancel is the blocker.
+        lock_ms = s.migration_lock_timeout_ms
+        interval = min(max(lock_ms / 4000, 0.02), 0.5) if lock_ms else 0.5
+        attempts: dict[str | None, int] = {}
+        with (
+            BlockerSampler(self.connection.engine.url, pid, interval) as sampler,
+            concurrent_index_policy(self.connection, s) as policy,
+            tracking(self.connection, self.tracker),
+        ):
+            while True:
+                sampler.reset()
+                try:
+                    run_migrations()
+                    return
+                except Exception as exc:
+                    revision, concurrent = self.tracker.current, policy.running
+                    if revision is None:
+                        raise
+                    delay = self._failed(revision, exc, concurrent, sampler, attempts)
+                    if delay is None:
+                        exc.add_note(f"{REVISION_NOTE}{self.code.name(revision)}")
+                        raise
+                    time.sleep(delay)
+
+    def _failed(
+        self,
+        revision: str,
+        exc: Exception,
+        concurrent: str | None,
+        sampler: BlockerSampler,
+        attempts: dict[str | None, int],
+    ) -> float | None:
+        """Raise one line, or return the delay before a retry (None: the error as it is)."""
+        s, name = self.settings, self.code.name(revision)
+        half = self._remember_partial(revision)
+        if isinstance(exc, CommandFailure):  # leftovers, from on_version_apply
+            raise RevisionFailure(f"{exc}{half}") from None
+        if is_lock_timeout(exc) and concurrent:
+            raise RevisionFailure(
+                f"revision {name}: {concurrent[:80]} waited "
+                f"MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS={s.migration_concurrent_index_timeout_ms}"
+                f" for older transactions; {sampler.describe()}: end it "
+                "(SELECT pg_terminate_backend(<pid>)) or raise the setting, then migrate again "
+                "(a cancelled build leaves an INVALID index: DROP INDEX CONCURRENTLY it unless "
+                f"the revision does){half}"
+            ) from None
+        if is_lock_timeout(exc):
+            attempts[revision] = tried = attempts.get(revision, 0) + 1
+            if self.external or tried > s.migration_lock_retries:
+                statement = " ".join(str(getattr(exc, "statement", "")).split())[:80]
+                raise RevisionFailure(
+                    f"revision {name} could not get its locks in {tried} attempt(s), each "
+                    f"cancelled after MIGRATION_LOCK_TIMEOUT_MS={s.migration_lock_timeout_ms} "
+                    f"({first_line(exc)}: {statement}); {sampler.describe()}: end that session "
+                    f"or migrate when it is idle, or raise MIGRATION_LOCK_RETRIES{half}"
+                ) from None
+            delay = s.migration_lock_retry_delay_seconds * 2 ** (tried - 1)
+            print(
+                f"lock timeout in revision {name} (attempt {tried} of "
+                f"{s.migration_lock_retries + 1}): {sampler.describe()}; retrying in {delay:g}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            return delay
+        if half:
+            raise RevisionFailure(f"revision {name} failed: {first_line(exc)}{half}") from None
+        if earlier := self._earlier_partial(revision):
+            raise RevisionFailure(f"revision {name} failed: {first_line(exc)}; {earlier}") from None
+        return None
+
+    def _remember_partial(self, revision: str) -> str:
+        """When the failed revision had committed statements: record it, say what stays."""
+        if not self.tracker.committed:
+            return ""
+        summary = self.tracker.summary()
+        if not self.external:
+            if self.connection.in_transaction():
+                self.connection.rollback()
+            with self.connection.begin():
+                history.record_partial(self.connection, self.code, revision, summary)
+        return (
+            f"; before failing it had committed (an autocommit_block), and these stay "
+            f"applied: {summary}; a rerun runs them again: undo them first unless they are "
+            "re-runnable (IF NOT EXISTS, DROP ... IF EXISTS first)"
+        )
+
+    def _earlier_partial(self, revision: str) -> str | None:
+        if self.external:
+            return None
+        if self.connection.in_transaction():
+            self.connection.rollback()
+        found = history.partial_note(self.connection, revision)
+        if self.connection.in_transaction():
+            self.connection.rollback()
+        if found is None:
+            return None
+        at, note = found
+        return (
+            f"a failed run at {at} UTC left part of this revision applied ({note}): undo that "
+            "part or make the revision re-runnable, then migrate again"
+        )
