@@ -75,6 +75,7 @@ DOWNGRADE_UNDOES = frozenset(
         "ban-drop-not-null",
         "ban-drop-constraint",
         "ban-drop-type",
+        "ban-drop-function",
     }
 )
 REVISION_HINT = "write a revision: pipenv run alembic-revision -m '...'"
