@@ -24,6 +24,12 @@ from src.routes import country, health
 
 logger = logging.getLogger(__name__)
 
+API_DESCRIPTION = """ISO 3166 countries and subdivisions. Writes need the X-API-Key header.
+
+Every error has the same JSON body (`ErrorBody`). Beyond each operation's own statuses:
+a method a path does not serve gets **405** with `Allow` listing the ones it does; an
+unknown path (a trailing slash included: there are no redirects) gets **404**."""
+
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
@@ -46,13 +52,14 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await database.dispose()
 
-    # FastAPIOffline: /docs serves Swagger UI from the installed package, not a CDN.
+    # FastAPIOffline: /docs (Swagger UI) and /redoc (ReDoc) serve their scripts from the
+    # installed package, not a CDN. No trailing-slash redirects: one URL per resource.
     app = FastAPIOffline(
         title="Country API",
         version="1.0.0",
-        description="ISO 3166 countries and subdivisions. Writes need the X-API-Key header.",
-        redoc_url=None,
+        description=API_DESCRIPTION,
         lifespan=lifespan,
+        redirect_slashes=False,
     )
     app.state.settings = settings
     # Last added runs first: headers on everything, then 405, then the body guards.

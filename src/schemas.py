@@ -6,10 +6,31 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    MISSING,
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 # Bidirectional overrides/isolates can make text display differently from what it is.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+# The validation below (trim, then _clean_text, then non-empty) as a JSON Schema pattern
+# (ECMA-262 and Python `re` alike), for the OpenAPI document only: Unicode whitespace at
+# either end (trimmed), then at least one non-space character and no control (Cc) or bidi
+# character. tests/test_schemas.py checks it against the validation for every character.
+_REFUSED = r"\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069"
+_SPACES = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_TRIMMED = rf"\u0009-\u000d\u0085{_SPACES}"
+TEXT_PATTERN = f"^[{_TRIMMED}]*[^{_REFUSED}]*[^{_REFUSED}{_SPACES}][^{_REFUSED}]*[{_TRIMMED}]*$"
+TEXT_RULES = (
+    "Surrounding whitespace is trimmed; control characters, bidi overrides and lone "
+    "surrogates (not valid Unicode) are refused."
+)
 
 
 def _clean_text(value: str) -> str:
@@ -43,12 +64,17 @@ Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_clean_text),
-    Field(examples=["Kosovo"]),
+    Field(
+        description=f"Any script or emoji. {TEXT_RULES}",
+        examples=["Kosovo"],
+        json_schema_extra={"pattern": TEXT_PATTERN},
+    ),
 ]
 SearchText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
     AfterValidator(_clean_text),
+    Field(json_schema_extra={"pattern": TEXT_PATTERN}),
 ]
 
 
@@ -76,18 +102,29 @@ class CountryCreate(BaseModel):
 
 
 class CountryUpdate(BaseModel):
-    """Only the fields sent change; `numeric` and `official_name` may be set to null."""
+    """Only the fields sent change (at least one); `numeric` and `official_name` may be set
+    to null, the others may be left out but not nulled."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"name": "Kosova", "official_name": None}]},
+        json_schema_extra={
+            "minProperties": 1,
+            "examples": [{"name": "Kosova", "official_name": None}],
+        },
     )
 
-    alpha2: Alpha2 | None = None
-    alpha3: Alpha3 | None = None
-    name: Name | None = None
+    # MISSING: optional but not nullable, and the OpenAPI schema says so.
+    alpha2: Alpha2 | MISSING = MISSING
+    alpha3: Alpha3 | MISSING = MISSING
+    name: Name | MISSING = MISSING
     numeric: Numeric | None = None
     official_name: Name | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "CountryUpdate":
+        if not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        return self
 
 
 class CountryRead(BaseModel):
@@ -125,9 +162,11 @@ def encode_cursor(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
 
 
+# base64url without padding (no length of 4n+1), up to 64 characters.
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4}){0,15}[A-Za-z0-9_-]{2,4}$"
 Cursor = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    StringConstraints(pattern=CURSOR_PATTERN),
     AfterValidator(_decode_cursor),
 ]
 

@@ -5,13 +5,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from src.errors import ErrorBody, database_unavailable, error_response
+from src.errors import database_unavailable, error_response
 from src.routes.deps import database
+from src.routes.openapi import errors
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", responses=errors())
 async def health() -> dict[str, str]:
     """Liveness: the process answers. Never touches the database, so a database outage
     does not get healthy API containers restarted."""
@@ -22,7 +23,7 @@ def _schema_heads(conn: Connection) -> set[str]:
     return set(conn.scalars(text("SELECT version_num FROM alembic_version")))
 
 
-@router.get("/ready", responses={503: {"model": ErrorBody}})
+@router.get("/ready", responses=errors())
 async def ready(request: Request) -> JSONResponse:
     """Readiness: the database answers and its schema is exactly the code's Alembic head."""
     code_heads: set[str] = request.app.state.code_heads
