@@ -20,7 +20,7 @@ from src.db import Database
 from src.logs import RequestContext, configure_logging
 from src.middleware import BodyGuard, MethodGuard, SecurityHeaders
 from src.migrate import alembic_config, head_revisions
-from src.routes import country, health
+from src.routes import country, docs, health
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +52,28 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await database.dispose()
 
-    # FastAPIOffline: /docs (Swagger UI) and /redoc (ReDoc) serve their scripts from the
-    # installed package, not a CDN. No trailing-slash redirects: one URL per resource.
+    # FastAPIOffline mounts the Swagger UI and ReDoc files of its package (no CDN); the
+    # pages are src/routes/docs.py. No trailing-slash redirects: one URL per resource.
     app = FastAPIOffline(
         title="Country API",
         version="1.0.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        static_url=docs.STATIC_URL,
         redirect_slashes=False,
     )
     app.state.settings = settings
     # Last added runs first: headers on everything, then 405, then the body guards.
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
-    own = [route for route in app.routes if isinstance(route, Route)]  # /docs, /openapi.json
-    routes = [*own, *health.router.routes, *country.router.routes]
+    own = [route for route in app.routes if isinstance(route, Route)]  # /openapi.json
+    routes = [*own, *docs.router.routes, *health.router.routes, *country.router.routes]
     app.add_middleware(MethodGuard, routes=routes)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext)  # outermost: every answer has its request ID
     errors.install(app)
+    app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(country.router)
     return app
