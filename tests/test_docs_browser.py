@@ -3,9 +3,11 @@
 Debian's chromium (CI installs it: .ci/run) driven by Playwright, never a downloaded
 browser. Every request the page makes is checked: anything not for the app on 127.0.0.1
 is aborted and fails the test, so the pages must work from the installed package alone.
+The same browser checks that the schema's patterns mean in JavaScript what they mean here.
 """
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from playwright.sync_api import Browser, Request, Route, sync_playwright
 
 from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT
+from src.schemas import CURSOR_PATTERN, TEXT_PATTERN
 from tests.helpers import child_env, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -118,6 +121,7 @@ def test_docs_render_every_operation_offline(browser: Browser, docs_server: str,
     try:
         document = page.goto(f"{docs_server}{path}")
         assert document is not None and document.status == 200
+        assert "default-src 'self'" in document.headers["content-security-policy"]
         page.wait_for_selector(rendered, timeout=30_000)
         page.wait_for_load_state("networkidle")
         assert page.locator(rendered).count() == len(operations)
@@ -142,3 +146,52 @@ def test_docs_render_every_operation_offline(browser: Browser, docs_server: str,
         assert headers.get("x-content-type-options") == "nosniff", response.url
         assert headers.get("x-request-id"), response.url
         assert "server" not in headers, response.url
+
+
+def test_swagger_ui_calls_the_api_from_the_page(browser: Browser, docs_server: str):
+    """Try it out: the page's policy lets it reach the API it documents (same origin)."""
+    context = browser.new_context(service_workers="block")
+    context.route(
+        "**/*", lambda route, request: route.continue_() if is_local(request.url) else route.abort()
+    )
+    page = context.new_page()
+    try:
+        page.goto(f"{docs_server}/docs")
+        operation = page.locator("#operations-country-get_country_country__code__get")
+        operation.locator(".opblock-summary").click()
+        operation.get_by_role("button", name="Try it out").click()
+        operation.locator("input[placeholder='code']").fill("gbr")
+        with page.expect_response(f"{docs_server}/country/gbr") as called:
+            operation.get_by_role("button", name="Execute").click()
+        assert called.value.status == 200
+        shown = operation.locator(".live-responses-table tbody .response-col_status")
+        assert shown.inner_text(timeout=10_000).strip() == "200"
+        assert '"alpha2": "GB"' in operation.locator(".live-responses-table").inner_text()
+    finally:
+        context.close()
+
+
+def test_patterns_mean_the_same_in_the_browser(browser: Browser):
+    """JSON Schema patterns are ECMA-262: the browser's RegExp agrees with Python's `re`
+    (which tests/test_schemas.py holds to the validation) on every first-plane character."""
+    texts = [
+        shape.format(chr(code))
+        for shape in ("{}", "a{}", "{}a", " {} ")
+        for code in range(0x10000)
+        if not 0xD800 <= code < 0xE000
+    ]
+    cursors = ["AB", "ABC", "ABCD", "ABCDE", "A" * 64, "A" * 65, "A", "_-", "a=", "R0I"]
+    page = browser.new_page()
+    try:
+        for pattern, samples in ((TEXT_PATTERN, texts), (CURSOR_PATTERN, cursors)):
+            in_browser = page.evaluate(
+                "([pattern, samples]) => { const regexp = new RegExp(pattern, 'u');"
+                " return samples.map(sample => regexp.test(sample)); }",
+                [pattern, samples],
+            )
+            in_python = [re.search(pattern, sample) is not None for sample in samples]
+            pairs = zip(samples, in_browser, in_python, strict=True)
+            differ = [sample for sample, js, py in pairs if js != py]
+            assert differ == [], [ascii(s) for s in differ[:10]]
+    finally:
+        page.close()
