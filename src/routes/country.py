@@ -179,7 +179,13 @@ async def create_country(request: Request, body: CountryCreate) -> Response:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[WriteAccess],
-    responses=errors(400, 401, 404, 409, 413, 415, 422),
+    responses={
+        204: {
+            "description": "Changed",
+            "headers": {"Location": {"description": "the country (new if alpha2 changed)"}},
+        },
+        **errors(400, 401, 404, 409, 413, 415, 422),
+    },
 )
 async def update_country(request: Request, code: Code, body: CountryUpdate) -> Response:
     """Change the fields sent (JSON merge-patch style). Requires X-API-Key."""
