@@ -19,17 +19,23 @@ from pydantic import (
 # Bidirectional overrides/isolates can make text display differently from what it is.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
-# The validation below (trim, then _clean_text, then non-empty) as a JSON Schema pattern
-# (ECMA-262 and Python `re` alike), for the OpenAPI document only: Unicode whitespace at
-# either end (trimmed), then at least one non-space character and no control (Cc) or bidi
-# character. tests/test_schemas.py checks it against the validation for every character.
+# Unicode's White_Space characters: trimmed from both ends of a text (str.strip() would
+# also take \x1c-\x1f, which are refused instead).
+_WHITESPACE = "\t\n\x0b\x0c\r\x85 \xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
+    map(chr, range(0x2000, 0x200B))
+)
+
+# _text below as a JSON Schema pattern (ECMA-262 and Python `re` alike), for the OpenAPI
+# document only: whitespace at either end, then at least one non-space character and no
+# control (Cc) or bidi character. tests/test_schemas.py holds it to _text for every
+# character, tests/test_docs_browser.py holds the browser's RegExp to Python's.
 _REFUSED = r"\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069"
 _SPACES = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _TRIMMED = rf"\u0009-\u000d\u0085{_SPACES}"
 TEXT_PATTERN = f"^[{_TRIMMED}]*[^{_REFUSED}]*[^{_REFUSED}{_SPACES}][^{_REFUSED}]*[{_TRIMMED}]*$"
 TEXT_RULES = (
-    "Surrounding whitespace is trimmed; control characters, bidi overrides and lone "
-    "surrogates (not valid Unicode) are refused."
+    "The length counts the text as sent; surrounding whitespace is then trimmed. Control "
+    "characters, bidi overrides and lone surrogates (not valid Unicode) are refused."
 )
 
 
@@ -42,6 +48,14 @@ def _clean_text(value: str) -> str:
             raise ValueError("must be valid unicode (no lone surrogates)")
         if category == "Cc" or char in _BIDI_CONTROLS:
             raise ValueError(f"must not contain control character U+{ord(char):04X}")
+    return value
+
+
+def _text(value: str) -> str:
+    """Trimmed, clean and not blank (its length was checked as sent, as the schema says)."""
+    value = _clean_text(value.strip(_WHITESPACE))
+    if not value:
+        raise ValueError("must not be only whitespace")
     return value
 
 
@@ -62,8 +76,8 @@ Numeric = Annotated[
 ]
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_clean_text),
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_text),
     Field(
         description=f"Any script or emoji. {TEXT_RULES}",
         examples=["Kosovo"],
@@ -72,8 +86,8 @@ Name = Annotated[
 ]
 SearchText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_clean_text),
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(_text),
     Field(json_schema_extra={"pattern": TEXT_PATTERN}),
 ]
 

@@ -19,17 +19,15 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case, HookContext
 from schemathesis.checks import (
+    allow_header_conformance,
     content_type_conformance,
     not_a_server_error,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
-)
-from schemathesis.config import SchemathesisConfig
-from schemathesis.specs.openapi.checks import (
-    allow_header_conformance,
-    positive_data_acceptance,
     unsupported_method,
 )
+from schemathesis.config import SchemathesisConfig
 
 from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
 from src.config import PROJECT_ROOT, env_for_url

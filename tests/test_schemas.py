@@ -33,6 +33,15 @@ def test_text_pattern_is_exactly_the_name_validation(shape):
     assert disagree == []
 
 
+def test_lengths_count_the_text_as_sent():
+    """maxLength judges what the client sent, so padding cannot sneak past it."""
+    assert NAME.validate_python("\t" + "a" * 199) == "a" * 199
+    assert not accepted(" " + "a" * 200)
+    assert re.match(TEXT_PATTERN, " " + "a" * 200)  # the pattern allows it; maxLength does not
+    assert not accepted("")
+    assert not accepted(" \u3000\n")
+
+
 def test_lone_surrogates_are_refused_as_the_description_says():
     assert not any(accepted(f"a{chr(code)}") for code in SURROGATES)
     assert accepted("a\U0001f600") and re.match(TEXT_PATTERN, "a\U0001f600")
