@@ -20,7 +20,7 @@ RETRY_AFTER = {
 
 # What each status means here; the body is ErrorBody unless said otherwise.
 MEANINGS = {
-    400: "The JSON body cannot be parsed (for example, nested too deeply)",
+    400: "The JSON body is nested too deeply to parse (malformed JSON is a 422)",
     401: "Missing or wrong X-API-Key (or writes are disabled: no API_KEY)",
     404: "No country with this code",
     409: "Another country already has this alpha2 or alpha3",
