@@ -152,7 +152,8 @@ def test_every_status_the_api_answers_is_documented(live_server: str):
     spec = httpx.get(f"{live_server}/openapi.json").json()
     api = httpx.Client(base_url=live_server, headers={"X-API-Key": API_KEY})
     mine, gone = "QZ", "QY"
-    api.delete(f"/country/{mine}")
+    for code in (mine, "QZQ"):  # the fuzzer may have created either code
+        api.delete(f"/country/{code}")
     assert api.post("/country", json={"alpha2": mine, "alpha3": "QZQ", "name": "Q"}).is_success
     api.delete(f"/country/{gone}")
     etag = api.get(f"/country/{mine}").headers["etag"]
