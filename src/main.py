@@ -21,10 +21,16 @@ from src.db import Database
 from src.logs import RequestContext, configure_logging
 from src.middleware import BodyGuard, ConcurrencyLimit, MethodGuard, SecurityHeaders
 from src.migrate import alembic_config
-from src.routes import country, health
+from src.routes import country, docs, health
 from src.telemetry import Telemetry, from_settings
 
 logger = logging.getLogger(__name__)
+
+API_DESCRIPTION = """ISO 3166 countries and subdivisions. Writes need the X-API-Key header.
+
+Every error has the same JSON body (`ErrorBody`). Beyond each operation's own statuses:
+a method a path does not serve gets **405** with `Allow` listing the ones it does; an
+unknown path (a trailing slash included: there are no redirects) gets **404**."""
 
 
 def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> FastAPI:
@@ -57,25 +63,30 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
             if telemetry:
                 telemetry.shutdown(app)
 
-    # FastAPIOffline: /docs serves Swagger UI from the installed package, not a CDN.
+    # FastAPIOffline mounts the Swagger UI and ReDoc files of its package (no CDN); the
+    # pages are src/routes/docs.py. No trailing-slash redirects: one URL per resource.
     app = FastAPIOffline(
         title="Country API",
         version="1.0.0",
-        description="ISO 3166 countries and subdivisions. Writes need the X-API-Key header.",
-        redoc_url=None,
+        description=API_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        static_url=docs.STATIC_URL,
+        redirect_slashes=False,
     )
     app.state.settings = settings
     # Last added runs first: headers on everything, the 503 past the concurrency limit,
     # then 405, then the body guards.
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
-    own = [route for route in app.routes if isinstance(route, Route)]  # /docs, /openapi.json
-    routes = [*own, *health.router.routes, *country.router.routes]
+    own = [route for route in app.routes if isinstance(route, Route)]  # /openapi.json
+    routes = [*own, *docs.router.routes, *health.router.routes, *country.router.routes]
     app.add_middleware(MethodGuard, routes=routes)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext)  # outermost: every answer has its request ID
     errors.install(app)
+    app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(country.router)
     if telemetry:

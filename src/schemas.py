@@ -6,10 +6,37 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    MISSING,
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 # Bidirectional overrides/isolates can make text display differently from what it is.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+# Unicode's White_Space characters: trimmed from both ends of a text (str.strip() would
+# also take \x1c-\x1f, which are refused instead).
+_WHITESPACE = "\t\n\x0b\x0c\r\x85 \xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
+    map(chr, range(0x2000, 0x200B))
+)
+
+# _text below as a JSON Schema pattern (ECMA-262 and Python `re` alike), for the OpenAPI
+# document only: whitespace at either end, then at least one non-space character and no
+# control (Cc) or bidi character. tests/test_schemas.py holds it to _text for every
+# character, tests/test_docs_browser.py holds the browser's RegExp to Python's.
+_REFUSED = r"\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069"
+_SPACES = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_TRIMMED = rf"\u0009-\u000d\u0085{_SPACES}"
+TEXT_PATTERN = f"^[{_TRIMMED}]*[^{_REFUSED}]*[^{_REFUSED}{_SPACES}][^{_REFUSED}]*[{_TRIMMED}]*$"
+TEXT_RULES = (
+    "The length counts the text as sent; surrounding whitespace is then trimmed. Control "
+    "characters, bidi overrides and lone surrogates (not valid Unicode) are refused."
+)
 
 
 def _clean_text(value: str) -> str:
@@ -21,6 +48,14 @@ def _clean_text(value: str) -> str:
             raise ValueError("must be valid unicode (no lone surrogates)")
         if category == "Cc" or char in _BIDI_CONTROLS:
             raise ValueError(f"must not contain control character U+{ord(char):04X}")
+    return value
+
+
+def _text(value: str) -> str:
+    """Trimmed, clean and not blank (its length was checked as sent, as the schema says)."""
+    value = _clean_text(value.strip(_WHITESPACE))
+    if not value:
+        raise ValueError("must not be only whitespace")
     return value
 
 
@@ -41,14 +76,19 @@ Numeric = Annotated[
 ]
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_clean_text),
-    Field(examples=["Kosovo"]),
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_text),
+    Field(
+        description=f"Any script or emoji. {TEXT_RULES}",
+        examples=["Kosovo"],
+        json_schema_extra={"pattern": TEXT_PATTERN},
+    ),
 ]
 SearchText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_clean_text),
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(_text),
+    Field(json_schema_extra={"pattern": TEXT_PATTERN}),
 ]
 
 
@@ -76,18 +116,29 @@ class CountryCreate(BaseModel):
 
 
 class CountryUpdate(BaseModel):
-    """Only the fields sent change; `numeric` and `official_name` may be set to null."""
+    """Only the fields sent change (at least one); `numeric` and `official_name` may be set
+    to null, the others may be left out but not nulled."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"name": "Kosova", "official_name": None}]},
+        json_schema_extra={
+            "minProperties": 1,
+            "examples": [{"name": "Kosova", "official_name": None}],
+        },
     )
 
-    alpha2: Alpha2 | None = None
-    alpha3: Alpha3 | None = None
-    name: Name | None = None
+    # MISSING: optional but not nullable, and the OpenAPI schema says so.
+    alpha2: Alpha2 | MISSING = MISSING
+    alpha3: Alpha3 | MISSING = MISSING
+    name: Name | MISSING = MISSING
     numeric: Numeric | None = None
     official_name: Name | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "CountryUpdate":
+        if not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        return self
 
 
 class CountryRead(BaseModel):
@@ -128,9 +179,11 @@ def encode_cursor(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
 
 
+# base64url without padding (no length of 4n+1), up to 64 characters.
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4}){0,15}[A-Za-z0-9_-]{2,4}$"
 Cursor = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    StringConstraints(pattern=CURSOR_PATTERN),
     AfterValidator(_decode_cursor),
 ]
 

@@ -16,6 +16,7 @@ from src.responses import json_with_etag
 from src.routes.deps import database
 from src.routes.openapi import ETAG_HEADER, NOT_MODIFIED, errors
 from src.schemas import (
+    TEXT_RULES,
     CountryCreate,
     CountryRead,
     CountryUpdate,
@@ -44,14 +45,21 @@ Offset = Annotated[
         ge=0,
         le=2**31 - 1,
         description="items to skip (prefer `cursor`: a deep offset "
-        "costs a scan of every skipped row)",
+        "costs a scan of every skipped row). A non-zero offset with `cursor` is refused (422).",
     ),
 ]
 After = Annotated[
     Cursor | None,
-    Query(alias="cursor", description="where the page starts: from the previous page's `next`"),
+    Query(
+        alias="cursor",
+        description="where the page starts: copied from the previous page's `next`. Opaque: "
+        "a value the API did not issue may be refused (422). Not with a non-zero `offset`.",
+    ),
 ]
-Search = Annotated[SearchText | None, Query(description="case-insensitive substring of the name")]
+Search = Annotated[
+    SearchText | None,
+    Query(description=f"case-insensitive substring of the name. {TEXT_RULES}"),
+]
 
 
 def with_next_link(request: Request, page: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +187,7 @@ async def list_subdivisions(
     dependencies=[WriteAccess],
     responses={
         201: {"model": CountryRead, "headers": {"Location": {"description": "the new country"}}},
-        **errors(401, 409, 413, 415, 422),
+        **errors(400, 401, 409, 413, 415, 422),
     },
 )
 async def create_country(request: Request, body: CountryCreate) -> Response:
@@ -199,18 +207,17 @@ async def create_country(request: Request, body: CountryCreate) -> Response:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[WriteAccess],
-    responses=errors(401, 404, 409, 413, 415, 422),
+    responses={
+        204: {
+            "description": "Changed",
+            "headers": {"Location": {"description": "the country (new if alpha2 changed)"}},
+        },
+        **errors(400, 401, 404, 409, 413, 415, 422),
+    },
 )
 async def update_country(request: Request, code: Code, body: CountryUpdate) -> Response:
     """Change the fields sent (JSON merge-patch style). Requires X-API-Key."""
     values = body.model_dump(exclude_unset=True)
-    if not values:
-        raise HTTPException(422, "send at least one field to change")
-    required_nulls = sorted(
-        f for f in ("alpha2", "alpha3", "name") if f in values and values[f] is None
-    )
-    if required_nulls:
-        raise HTTPException(422, f"{', '.join(required_nulls)} cannot be null")
     try:
         alpha2 = await write(request, lambda conn: queries.update_country(conn, code, values))
     except queries.DuplicateCountry as exc:

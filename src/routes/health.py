@@ -6,13 +6,14 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from src import history
-from src.errors import ErrorBody, database_unavailable, error_response
+from src.errors import database_unavailable, error_response
 from src.routes.deps import database
+from src.routes.openapi import errors
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", responses=errors())
 async def health() -> dict[str, str]:
     """Liveness: the process answers. Never touches the database, so a database outage
     does not get healthy API containers restarted."""
@@ -29,7 +30,7 @@ def _schema_state(code: history.CodeHistory):
     return read
 
 
-@router.get("/ready", responses={503: {"model": ErrorBody}})
+@router.get("/ready", responses=errors())
 async def ready(request: Request) -> JSONResponse:
     """Readiness: the database answers, its schema is exactly the code's Alembic head, and
     it applied the code's history (src/history.py: not one edited below its head)."""

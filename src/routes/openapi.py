@@ -1,4 +1,9 @@
-"""What the routes document in OpenAPI beyond their 200: headers, 304 and error bodies."""
+"""What the routes document in OpenAPI beyond their 200: headers, 304 and every error status.
+
+Each operation lists every status it can answer, including the ones the server edge gives
+before the app runs (400 for malformed HTTP, 408, 431, 503 when overloaded): clients and
+the schemathesis tests hold the API to this list.
+"""
 
 from typing import Any
 
@@ -6,8 +11,48 @@ from src.errors import ErrorBody
 
 ETAG_HEADER = {"ETag": {"description": "Strong validator; send it back in If-None-Match"}}
 NOT_MODIFIED = {304: {"description": "Not modified: the If-None-Match ETag still matches"}}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+
+# What each status means here; the body is ErrorBody unless said otherwise.
+MEANINGS = {
+    400: "The JSON body is nested too deeply to parse (malformed JSON is a 422)",
+    401: "Missing or wrong X-API-Key (or writes are disabled: no API_KEY)",
+    404: "No country with this code",
+    409: "Another country already has this alpha2 or alpha3",
+    413: "The body is over MAX_BODY_BYTES (declared or streamed)",
+    415: "The body is not sent as JSON (Content-Type: application/json)",
+    422: "A parameter or the body does not validate: `errors` names each field and why",
+    500: "A bug: logged with its traceback; the body says nothing more",
+    503: "The database is unavailable, or the server is at its connection limit: retry after "
+    "Retry-After seconds",
+}
+# Answered by the server before any route: the body is not guaranteed to be JSON.
+EDGE = {
+    400: "The request is not valid HTTP (answered by the server, not as JSON)",
+    408: "The headers or body did not arrive within the read timeout",
+    431: "The request headers are over the server's limit",
+}
+
+
+def _error(code: int) -> dict[str, Any]:
+    response: dict[str, Any] = {"model": ErrorBody, "description": MEANINGS[code]}
+    if code == 400:
+        response["description"] += f". {EDGE[400]}"
+    if code == 503:
+        response["headers"] = RETRY_AFTER
+    return response
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The JSON error body for each status, plus 503 (database unavailable) everywhere."""
-    return {code: {"model": ErrorBody} for code in (*codes, 503)}
+    """The JSON error body for each status in `codes`, plus what every operation can answer:
+    500, 503 (with Retry-After) and the edge's 400, 408 and 431."""
+    documented: dict[int | str, dict[str, Any]] = {
+        code: {"description": meaning} for code, meaning in EDGE.items()
+    }
+    documented.update({code: _error(code) for code in (*codes, 500, 503)})
+    return dict(sorted(documented.items(), key=lambda item: str(item[0])))
