@@ -2,13 +2,15 @@
 
 import re
 import secrets
+import socket
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from src.config import PLACEHOLDER_API_KEY, PROJECT_ROOT
-from tests.helpers import child_env
+from tests.helpers import child_env, serve_api
 
 
 def import_app(database_url: str, **env: str) -> subprocess.CompletedProcess:
@@ -94,12 +96,12 @@ async def test_openapi_declares_the_api_key_for_writes_only(anon):
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("PUT", "/country/GB", "DELETE, GET, PATCH"),  # was 415: the body guard ran first
-        ("POST", "/country/GB", "DELETE, GET, PATCH"),
-        ("OPTIONS", "/country", "GET, POST"),  # was `Allow: GET`, which omits POST
-        ("DELETE", "/country", "GET, POST"),
-        ("PATCH", "/country/GB/subdivisions", "GET"),
-        ("POST", "/docs", "GET"),
+        ("PUT", "/country/GB", "DELETE, GET, HEAD, PATCH"),  # was 415: the body guard ran first
+        ("POST", "/country/GB", "DELETE, GET, HEAD, PATCH"),
+        ("OPTIONS", "/country", "GET, HEAD, POST"),  # was `Allow: GET`, which omits POST
+        ("DELETE", "/country", "GET, HEAD, POST"),
+        ("PATCH", "/country/GB/subdivisions", "GET, HEAD"),
+        ("POST", "/docs", "GET, HEAD"),
     ],
 )
 async def test_undeclared_methods_are_405_with_every_allowed_method(client, method, path, allow):
@@ -114,3 +116,62 @@ async def test_unknown_paths_stay_404_and_every_answer_says_nosniff(client):
         response = await client.request(method, path)
         assert response.headers["x-content-type-options"] == "nosniff", (method, path)
     assert (await client.put("/nowhere")).status_code == 404
+
+
+HEAD_PATHS = [
+    "/country",
+    "/country?q=united&limit=2",
+    "/country/gbr",
+    "/country/ZZ",  # a 404 too: the same status as GET
+    "/country/GB/subdivisions?limit=3",
+    "/health",
+    "/ready",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+]
+
+
+@pytest.mark.parametrize("path", HEAD_PATHS)
+async def test_head_answers_what_get_does_without_the_body(anon, path):
+    """RFC 9110 §9.3.2: HEAD wherever GET works (was a 405 with `Allow: GET`)."""
+    get, head = await anon.get(path), await anon.head(path)
+    assert head.status_code == get.status_code, head.text
+    assert head.content == b""
+    assert int(head.headers["content-length"]) == len(get.content) > 0
+    varying = {"x-request-id", "content-length"}
+    assert {k: v for k, v in head.headers.items() if k not in varying} == {
+        k: v for k, v in get.headers.items() if k not in varying
+    }
+
+
+async def test_head_honours_if_none_match(anon):
+    etag = (await anon.get("/country/GB")).headers["etag"]
+    head = await anon.head("/country/GB", headers={"If-None-Match": etag})
+    assert head.status_code == 304
+    assert head.headers["etag"] == etag
+    assert head.content == b""
+
+
+async def test_head_on_an_unknown_path_is_404(anon):
+    head = await anon.head("/nowhere")
+    assert head.status_code == 404
+    assert head.content == b""
+
+
+def test_head_over_the_wire_sends_the_headers_and_no_body(database_url, migrated):
+    """Through the real server (`python -m src.serve`): GET's Content-Length, then nothing."""
+    with serve_api(child_env(database_url)) as base:
+        get = httpx.get(f"{base}/country/GB")
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"HEAD /country/GB HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert int(headers[b"content-length"]) == len(get.content) > 0
+    assert headers[b"etag"].decode() == get.headers["etag"]
+    assert rest == b""
