@@ -1,6 +1,5 @@
-"""Request-body guards that run before any routing or parsing.
-
-Pure ASGI (not BaseHTTPMiddleware), so GETs pass straight through at no cost.
+"""The app's own edge, before any routing or parsing: method and body guards, security
+headers, load shedding. Pure ASGI (not BaseHTTPMiddleware), so GETs pass through at no cost.
 """
 
 from collections.abc import Sequence
@@ -12,6 +11,8 @@ from src.errors import RETRY_AFTER_SECONDS, error_response
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 NOSNIFF = (b"x-content-type-options", b"nosniff")
+# /ready's slots past MAX_CONCURRENT_REQUESTS: room for the probers, not a way around it.
+READY_HEADROOM = 2
 
 
 def _is_json(content_type: str) -> bool:
@@ -160,19 +161,22 @@ class SecurityHeaders:
 
 class ConcurrencyLimit:
     """Past `limit` requests in flight in this process, a 503 with Retry-After at once,
-    not a queue of seconds (docs/edge.md). /health (liveness) is never refused:
-    a busy process is not a dead one."""
+    not a queue of seconds (docs/edge.md). /health (liveness) is never refused: a busy
+    process is not a dead one; /ready keeps a few slots of its own past the limit: a
+    busy replica is still ready, and shedding already answers its excess."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.ready_limit = limit + READY_HEADROOM
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        limit = self.ready_limit if scope["path"] == "/ready" else self.limit
+        if self.in_flight >= limit:
             busy = error_response(
                 503,
                 f"server busy ({self.limit} requests in flight), retry shortly",

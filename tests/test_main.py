@@ -1,5 +1,7 @@
-"""The application object: startup refusals, offline docs, OpenAPI contract."""
+"""The application object: startup refusals, offline docs, OpenAPI contract, methods
+(405, HEAD) and load shedding (src/middleware.py)."""
 
+import asyncio
 import re
 import secrets
 import socket
@@ -8,8 +10,10 @@ import sys
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from src.config import PLACEHOLDER_API_KEY, PROJECT_ROOT
+from src.middleware import READY_HEADROOM
 from tests.helpers import child_env, serve_api
 
 
@@ -175,3 +179,59 @@ def test_head_over_the_wire_sends_the_headers_and_no_body(database_url, migrated
     assert int(headers[b"content-length"]) == len(get.content) > 0
     assert headers[b"etag"].decode() == get.headers["etag"]
     assert rest == b""
+
+
+async def _until(check, requests: list[asyncio.Task]) -> None:
+    """Wait (bounded, not timed) until `check()` holds, failing if a request ended early."""
+    for _ in range(600):
+        if await check():
+            return
+        assert not any(task.done() for task in requests), [t.result() for t in requests if t.done()]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the held requests never filled the limit")
+
+
+@pytest.mark.parametrize("app", [{"max_concurrent_requests": 2}], indirect=True)
+async def test_a_busy_process_stays_ready_but_ready_is_still_bounded(client, migrated):
+    """Past MAX_CONCURRENT_REQUESTS, /ready still answers 200 (was 503: a saturated fleet
+    would all go unready at once), within READY_HEADROOM slots of its own."""
+    release = asyncio.Event()
+    reading: list[int] = []  # bodies the app has started to read: requests in flight
+
+    async def held_body():
+        reading.append(1)
+        await release.wait()
+        yield b"{}"
+
+    json_type = {"content-type": "application/json"}
+    posts = [
+        asyncio.create_task(client.post("/country", content=held_body(), headers=json_type))
+        for _ in range(2)
+    ]
+
+    async def both_held() -> bool:
+        return len(reading) == 2
+
+    await _until(both_held, posts)
+    assert (await client.get("/country/GB")).status_code == 503  # the limit is full
+    assert (await client.get("/ready")).status_code == 200
+    assert (await client.get("/health")).status_code == 200
+
+    with migrated.connect() as lock:  # readiness probes wait on the version table: held
+        lock.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        probes = [asyncio.create_task(client.get("/ready")) for _ in range(READY_HEADROOM)]
+
+        async def probes_waiting() -> bool:
+            waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+            with migrated.connect() as conn:
+                count = conn.scalar(text(waiting + "'alembic_version'::regclass"))
+            return count == READY_HEADROOM
+
+        await _until(probes_waiting, probes)
+        past = await client.get("/ready")
+        assert past.status_code == 503, past.text
+        assert past.headers["retry-after"].isdigit()
+        lock.rollback()
+    assert [(await probe).status_code for probe in probes] == [200] * READY_HEADROOM
+    release.set()
+    assert [(await post).status_code for post in posts] == [422, 422]
