@@ -2,6 +2,7 @@
 (405, HEAD) and load shedding (src/middleware.py)."""
 
 import asyncio
+import logging
 import re
 import secrets
 import socket
@@ -149,12 +150,15 @@ async def test_head_answers_what_get_does_without_the_body(anon, path):
     }
 
 
-async def test_head_honours_if_none_match(anon):
+async def test_head_honours_if_none_match_and_is_logged_as_head(anon, caplog):
     etag = (await anon.get("/country/GB")).headers["etag"]
-    head = await anon.head("/country/GB", headers={"If-None-Match": etag})
+    with caplog.at_level(logging.INFO, logger="src.access"):
+        head = await anon.head("/country/GB", headers={"If-None-Match": etag})
     assert head.status_code == 304
     assert head.headers["etag"] == etag
     assert head.content == b""
+    (line,) = [r for r in caplog.records if r.name == "src.access"]
+    assert (line.method, line.route, line.status) == ("HEAD", "/country/{code}", 304)
 
 
 async def test_head_on_an_unknown_path_is_404(anon):
