@@ -1,6 +1,5 @@
-"""Request-body guards that run before any routing or parsing.
-
-Pure ASGI (not BaseHTTPMiddleware), so GETs pass straight through at no cost.
+"""The app's own edge, before any routing or parsing: method and body guards, security
+headers, load shedding. Pure ASGI (not BaseHTTPMiddleware), so GETs pass through at no cost.
 """
 
 from collections.abc import Sequence
@@ -12,6 +11,8 @@ from src.errors import RETRY_AFTER_SECONDS, error_response
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 NOSNIFF = (b"x-content-type-options", b"nosniff")
+# /ready's slots past MAX_CONCURRENT_REQUESTS: room for the probers, not a way around it.
+READY_HEADROOM = 2
 
 
 def _is_json(content_type: str) -> bool:
@@ -85,11 +86,11 @@ class BodyGuard:
 
 
 class MethodGuard:
-    """405 with every method the path allows (`Allow`), or 404, before any body is read.
+    """405 with every method the path allows (`Allow`), or 404, before any body is read;
+    HEAD served as GET without the body (RFC 9110 §9.3.2) wherever GET is.
 
     FastAPI registers one route per method, and Starlette's own 405 names the methods of
-    the first route whose path matched only. Methods that every path serves (GET, HEAD)
-    skip the check, so reads pay nothing.
+    the first route whose path matched only. GETs skip the check, so reads pay nothing.
     """
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
@@ -97,26 +98,46 @@ class MethodGuard:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+        if scope["type"] != "http" or scope["method"] == "GET":
             await self.app(scope, receive, send)
             return
+        head = scope["method"] == "HEAD"
+        judged = {**scope, "method": "GET"} if head else scope
         allowed: set[str] = set()
         for route in self.routes:
-            match, _ = route.matches(scope)
+            match, _ = route.matches(judged)
             if match is Match.FULL:
-                await self.app(scope, receive, send)
+                if head:
+                    await self._head(scope, judged, receive, send)
+                else:
+                    await self.app(scope, receive, send)
                 return
             if match is Match.PARTIAL:
                 allowed |= getattr(route, "methods", None) or set()
         if not allowed:  # no such path: 404 before the body guards judge its body
             await error_response(404, "Not Found")(scope, receive, send)
             return
+        if "GET" in allowed:
+            allowed.add("HEAD")
         response = error_response(
             405,
             f"method {scope['method']} not allowed here",
             headers={"Allow": ", ".join(sorted(allowed))},
         )
         await response(scope, receive, send)
+
+    async def _head(self, scope: Scope, as_get: Scope, receive: Receive, send: Send) -> None:
+        """The GET answer, headers (Content-Length, ETag) as they are, without the body."""
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        try:
+            await self.app(as_get, receive, headers_only)
+        finally:  # what routing found (the route template) is for the access line too
+            scope.update({key: value for key, value in as_get.items() if key != "method"})
 
 
 class SecurityHeaders:
@@ -140,19 +161,22 @@ class SecurityHeaders:
 
 class ConcurrencyLimit:
     """Past `limit` requests in flight in this process, a 503 with Retry-After at once,
-    not a queue of seconds (docs/edge.md). /health (liveness) is never refused:
-    a busy process is not a dead one."""
+    not a queue of seconds (docs/edge.md). /health (liveness) is never refused: a busy
+    process is not a dead one; /ready keeps a few slots of its own past the limit: a
+    busy replica is still ready, and shedding already answers its excess."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.ready_limit = limit + READY_HEADROOM
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        limit = self.ready_limit if scope["path"] == "/ready" else self.limit
+        if self.in_flight >= limit:
             busy = error_response(
                 503,
                 f"server busy ({self.limit} requests in flight), retry shortly",

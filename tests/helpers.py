@@ -51,6 +51,27 @@ def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Res
     raise AssertionError(f"{url} did not answer in {seconds}s")
 
 
+@contextmanager
+def serve_api(env: dict[str, str], seconds: float = 90) -> Iterator[str]:
+    """`python -m src.serve` (what the image runs, with its edge limits from `env`'s
+    settings) on a free loopback port: its base URL once /health answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.serve"],
+        cwd=PROJECT_ROOT,
+        env={**env, "API_HOST": "127.0.0.1", "API_PORT": str(port)},
+        stdout=subprocess.DEVNULL,  # a pipe nobody reads would fill up and stall the server
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert wait_for(f"{base}/health", proc, seconds).status_code == 200
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def one_line_failure(proc: subprocess.CompletedProcess) -> str:
     """The single stderr line of a command that failed as the project promises."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -141,7 +141,8 @@ async def test_reads_do_not_open_transactions_and_writes_do(one_connection: Data
 
 
 def serve_app(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """`uvicorn src.main:app`, as the image runs it, on a free port."""
+    """The app in its own process (`uvicorn src.main:app`, without the image's
+    `python -m src.serve` edge limits, which this test does not need), on a free port."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port), "--no-access-log"],

@@ -8,8 +8,6 @@ The same browser checks that the schema's patterns mean in JavaScript what they 
 
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,10 +16,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Request, Route, sync_playwright
 
-from devtools.embedded_pg import free_port
-from src.config import PROJECT_ROOT
 from src.schemas import CURSOR_PATTERN, TEXT_PATTERN
-from tests.helpers import child_env, wait_for
+from tests.helpers import child_env, serve_api
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and nothing of the browser's own going out (updates, sync, safe browsing).
@@ -57,25 +53,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def docs_server(database_url: str, migrated) -> Iterator[str]:
-    """The app as the image serves it (uvicorn, no server banner), on a free port."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)),
-            *("--no-server-header", "--no-access-log"),
-        ],
-        cwd=PROJECT_ROOT,
-        env=child_env(database_url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        assert wait_for(f"{base}/health", server, seconds=30).status_code == 200
+    """The app as the image serves it (`python -m src.serve`: no server banner)."""
+    with serve_api(child_env(database_url), seconds=30) as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def is_local(url: str) -> bool:

@@ -1,14 +1,21 @@
-"""The application object: startup refusals, offline docs, OpenAPI contract."""
+"""The application object: startup refusals, offline docs, OpenAPI contract, methods
+(405, HEAD) and load shedding (src/middleware.py)."""
 
+import asyncio
+import logging
 import re
 import secrets
+import socket
 import subprocess
 import sys
 
+import httpx
 import pytest
+from sqlalchemy import text
 
 from src.config import PLACEHOLDER_API_KEY, PROJECT_ROOT
-from tests.helpers import child_env
+from src.middleware import READY_HEADROOM
+from tests.helpers import child_env, serve_api
 
 
 def import_app(database_url: str, **env: str) -> subprocess.CompletedProcess:
@@ -94,12 +101,12 @@ async def test_openapi_declares_the_api_key_for_writes_only(anon):
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("PUT", "/country/GB", "DELETE, GET, PATCH"),  # was 415: the body guard ran first
-        ("POST", "/country/GB", "DELETE, GET, PATCH"),
-        ("OPTIONS", "/country", "GET, POST"),  # was `Allow: GET`, which omits POST
-        ("DELETE", "/country", "GET, POST"),
-        ("PATCH", "/country/GB/subdivisions", "GET"),
-        ("POST", "/docs", "GET"),
+        ("PUT", "/country/GB", "DELETE, GET, HEAD, PATCH"),  # was 415: the body guard ran first
+        ("POST", "/country/GB", "DELETE, GET, HEAD, PATCH"),
+        ("OPTIONS", "/country", "GET, HEAD, POST"),  # was `Allow: GET`, which omits POST
+        ("DELETE", "/country", "GET, HEAD, POST"),
+        ("PATCH", "/country/GB/subdivisions", "GET, HEAD"),
+        ("POST", "/docs", "GET, HEAD"),
     ],
 )
 async def test_undeclared_methods_are_405_with_every_allowed_method(client, method, path, allow):
@@ -114,3 +121,121 @@ async def test_unknown_paths_stay_404_and_every_answer_says_nosniff(client):
         response = await client.request(method, path)
         assert response.headers["x-content-type-options"] == "nosniff", (method, path)
     assert (await client.put("/nowhere")).status_code == 404
+
+
+HEAD_PATHS = [
+    "/country",
+    "/country?q=united&limit=2",
+    "/country/gbr",
+    "/country/ZZ",  # a 404 too: the same status as GET
+    "/country/GB/subdivisions?limit=3",
+    "/health",
+    "/ready",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+]
+
+
+@pytest.mark.parametrize("path", HEAD_PATHS)
+async def test_head_answers_what_get_does_without_the_body(anon, path):
+    """RFC 9110 §9.3.2: HEAD wherever GET works (was a 405 with `Allow: GET`)."""
+    get, head = await anon.get(path), await anon.head(path)
+    assert head.status_code == get.status_code, head.text
+    assert head.content == b""
+    assert int(head.headers["content-length"]) == len(get.content) > 0
+    varying = {"x-request-id", "content-length"}
+    assert {k: v for k, v in head.headers.items() if k not in varying} == {
+        k: v for k, v in get.headers.items() if k not in varying
+    }
+
+
+async def test_head_honours_if_none_match_and_is_logged_as_head(anon, caplog):
+    etag = (await anon.get("/country/GB")).headers["etag"]
+    with caplog.at_level(logging.INFO, logger="src.access"):
+        head = await anon.head("/country/GB", headers={"If-None-Match": etag})
+    assert head.status_code == 304
+    assert head.headers["etag"] == etag
+    assert head.content == b""
+    (line,) = [r for r in caplog.records if r.name == "src.access"]
+    assert (line.method, line.route, line.status) == ("HEAD", "/country/{code}", 304)
+
+
+async def test_head_on_an_unknown_path_is_404(anon):
+    head = await anon.head("/nowhere")
+    assert head.status_code == 404
+    assert head.content == b""
+
+
+def test_head_over_the_wire_sends_the_headers_and_no_body(database_url, migrated):
+    """Through the real server (`python -m src.serve`): GET's Content-Length, then nothing."""
+    with serve_api(child_env(database_url)) as base:
+        get = httpx.get(f"{base}/country/GB")
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"HEAD /country/GB HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert int(headers[b"content-length"]) == len(get.content) > 0
+    assert headers[b"etag"].decode() == get.headers["etag"]
+    assert rest == b""
+
+
+async def _until(check, requests: list[asyncio.Task]) -> None:
+    """Wait (bounded, not timed) until `check()` holds, failing if a request ended early."""
+    for _ in range(600):
+        if await check():
+            return
+        assert not any(task.done() for task in requests), [t.result() for t in requests if t.done()]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the held requests never filled the limit")
+
+
+@pytest.mark.parametrize("app", [{"max_concurrent_requests": 2}], indirect=True)
+async def test_a_busy_process_stays_ready_but_ready_is_still_bounded(client, migrated):
+    """Past MAX_CONCURRENT_REQUESTS, /ready still answers 200 (was 503: a saturated fleet
+    would all go unready at once), within READY_HEADROOM slots of its own."""
+    release = asyncio.Event()
+    reading: list[int] = []  # bodies the app has started to read: requests in flight
+
+    async def held_body():
+        reading.append(1)
+        await release.wait()
+        yield b"{}"
+
+    json_type = {"content-type": "application/json"}
+    posts = [
+        asyncio.create_task(client.post("/country", content=held_body(), headers=json_type))
+        for _ in range(2)
+    ]
+
+    async def both_held() -> bool:
+        return len(reading) == 2
+
+    await _until(both_held, posts)
+    assert (await client.get("/country/GB")).status_code == 503  # the limit is full
+    assert (await client.get("/ready")).status_code == 200
+    assert (await client.get("/health")).status_code == 200
+
+    with migrated.connect() as lock:  # readiness probes wait on the version table: held
+        lock.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        probes = [asyncio.create_task(client.get("/ready")) for _ in range(READY_HEADROOM)]
+
+        async def probes_waiting() -> bool:
+            waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+            with migrated.connect() as conn:
+                count = conn.scalar(text(waiting + "'alembic_version'::regclass"))
+            return count == READY_HEADROOM
+
+        await _until(probes_waiting, probes)
+        past = await client.get("/ready")
+        assert past.status_code == 503, past.text
+        assert past.headers["retry-after"].isdigit()
+        lock.rollback()
+    assert [(await probe).status_code for probe in probes] == [200] * READY_HEADROOM
+    release.set()
+    assert [(await post).status_code for post in posts] == [422, 422]
