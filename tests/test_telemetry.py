@@ -312,7 +312,7 @@ def attributes_of(item) -> dict[str, object]:
 
 
 def test_otlp_endpoint_in_the_environment_exports_to_it(database_url: str, migrated: Engine):
-    """`OTEL_EXPORTER_OTLP_ENDPOINT=... uvicorn src.main:app`, as the image runs: the spans
+    """`OTEL_EXPORTER_OTLP_ENDPOINT=...` on a real uvicorn process: the spans
     and metrics of a real request reach the collector, named by OTEL_SERVICE_NAME."""
     with Collector() as collector:
         threading.Thread(target=collector.serve_forever, daemon=True).start()

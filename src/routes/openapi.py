@@ -31,10 +31,11 @@ MEANINGS = {
     503: "The database is unavailable, or the server is at its connection limit: retry after "
     "Retry-After seconds",
 }
-# Answered by the server before any route: the body is not guaranteed to be JSON.
+# Answered by the server (src/serve.py) before any route. 400 is uvicorn's plain text;
+# 408 and 431 carry the JSON error body (a body still arriving at the timeout is closed).
 EDGE = {
     400: "The request is not valid HTTP (answered by the server, not as JSON)",
-    408: "The headers or body did not arrive within the read timeout",
+    408: "The headers did not arrive within the read timeout",
     431: "The request headers are over the server's limit",
 }
 
@@ -51,8 +52,9 @@ def _error(code: int) -> dict[str, Any]:
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The JSON error body for each status in `codes`, plus what every operation can answer:
     500, 503 (with Retry-After) and the edge's 400, 408 and 431."""
-    documented: dict[int | str, dict[str, Any]] = {
-        code: {"description": meaning} for code, meaning in EDGE.items()
-    }
+    documented: dict[int | str, dict[str, Any]] = {400: {"description": EDGE[400]}}
+    documented.update(
+        {code: {"model": ErrorBody, "description": EDGE[code]} for code in (408, 431)}
+    )
     documented.update({code: _error(code) for code in (*codes, 500, 503)})
     return dict(sorted(documented.items(), key=lambda item: str(item[0])))
