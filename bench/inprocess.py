@@ -5,10 +5,11 @@ PostgreSQL and wrk, this measures what one request costs the Python process itse
 each ASGI app is called in-process (16 requests at a time, against a throwaway embedded
 PostgreSQL with the real schema), and so are the SQLAlchemy and asyncpg steps underneath
 `GET /country/{code}` on their own. It reports CPU microseconds per request (process
-time, so waiting on PostgreSQL is not counted): the best of 3 runs after a warm-up.
+time, so waiting on PostgreSQL is not counted): the best of 3 runs after a warm-up. Access
+lines on against off alternate `--pairs` times, cached and not: the median of those bests.
 
     python -m bench.inprocess              # pipenv run python -m bench.inprocess
-    python -m bench.inprocess --requests 20000
+    python -m bench.inprocess --requests 20000 --pairs 5
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -90,7 +92,9 @@ def asgi_get(app, paths: list[str]) -> Callable[[], Awaitable[None]]:
     return call
 
 
-async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[str, float]]:
+async def measure(
+    settings: Settings, codes: list[str], n: int, pairs: int
+) -> list[tuple[str, float]]:
     from bench.ceiling_app import create_ceiling_app
     from bench.floor_app import create_floor_app
     from src.main import create_app
@@ -115,17 +119,27 @@ async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[st
                 cost = await cpu_per_call(asgi_get(manager.app, ["/health"]), n)
                 results.append(("app: GET /health (its FastAPI stack, no database)", cost))
 
-    # Access lines on (JSON to a file, as a container's log) against off, same app.
+    # Access lines on (JSON to a file, as a container's log) against off, same app, with
+    # and without the response cache; alternated `pairs` times, as the machine drifts.
     with tempfile.TemporaryFile("w") as log:
-        for level in ("INFO", "WARNING"):
-            logged = settings.model_copy(update={"log_level": level, "log_format": "json"})
-            with contextlib.redirect_stderr(log):  # the handler keeps this stream
-                configure_logging(logged)
-            async with LifespanManager(create_app(logged)) as manager:
-                cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
-            state = "on" if level == "INFO" else "off"
-            results.append((f"app: GET /country/{{code}}, access lines {state}", cost))
-        logging.getLogger().handlers.clear()
+        for cached in (True, False):
+            runs: dict[str, list[float]] = {"INFO": [], "WARNING": []}
+            for _ in range(pairs):
+                for level in runs:
+                    logged = settings.model_copy(
+                        update={"log_level": level, "log_format": "json", "cache_enabled": cached}
+                    )
+                    with contextlib.redirect_stderr(log):  # the loggers keep this stream
+                        configure_logging(logged)
+                    async with LifespanManager(create_app(logged)) as manager:
+                        runs[level].append(await cpu_per_call(asgi_get(manager.app, by_code), n))
+            on, off = (statistics.median(runs[level]) for level in ("INFO", "WARNING"))
+            cache = "cached" if cached else "CACHE_ENABLED=false"
+            label = f"app: GET /country/{{code}} ({cache}), access lines"
+            results.append((f"{label} on: {on / off:.2f}x off, median of {pairs}", on))
+            results.append((f"{label} off, median of {pairs}", off))
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    logging.getLogger().handlers.clear()
 
     stmt = COUNTRY_BY_CODE[2]
     for pre_ping in (False, True):
@@ -194,6 +208,9 @@ async def measure(settings: Settings, codes: list[str], n: int) -> list[tuple[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
     parser.add_argument("--requests", type=int, default=8000, help="per measurement run")
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="access lines on/off, alternated this many times"
+    )
     defaults = Settings.model_fields
     parser.add_argument("--pool-size", type=int, default=defaults["db_pool_size"].default)
     parser.add_argument("--max-overflow", type=int, default=defaults["db_max_overflow"].default)
@@ -207,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print(migrate.upgrade(settings), flush=True)
         codes = query_database(pg)[1]
         uvloop.install()
-        results = asyncio.run(measure(settings, codes, args.requests))
+        results = asyncio.run(measure(settings, codes, args.requests, args.pairs))
     print(f"\nCPU µs per request, {CONCURRENCY} at a time, best of 3:")
     for label, cost in results:
         print(f"  {cost:7.0f}  {label}")

@@ -2,20 +2,46 @@
 
 import json
 import logging
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from src.config import Settings
-from src.logs import RequestIdFilter, configure_logging
+from src.logs import RequestContext, configure_logging
+
+Lines = Callable[[], list[str]]
 
 
-async def test_a_valid_request_id_is_echoed_and_in_the_access_line(client, caplog):
-    with caplog.at_level(logging.INFO, logger="src.access"):
-        response = await client.get("/country/GB", headers={"X-Request-ID": "trace-42.a:b"})
+@pytest.fixture
+def log_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[str], Lines]]:
+    """`log_lines(format)` configures logging to the captured stderr, at INFO, and returns
+    a function giving the lines written since; afterwards nothing is logged at INFO."""
+
+    def configure(log_format: str) -> Lines:
+        configure_logging(Settings(_env_file=None, log_format=log_format, log_level="INFO"))
+        capsys.readouterr()
+        return lambda: capsys.readouterr().err.splitlines()
+
+    yield configure
+    configure_logging(Settings(_env_file=None, log_level="WARNING"))
+    logging.getLogger().handlers.clear()
+
+
+def by_logger(lines: list[str]) -> dict[str, dict]:
+    return {record["logger"]: record for record in map(json.loads, lines)}
+
+
+async def test_a_valid_request_id_is_echoed_and_in_the_access_line(client, log_lines):
+    lines = log_lines("json")
+    response = await client.get("/country/GB", headers={"X-Request-ID": "trace-42.a:b"})
     assert response.headers["x-request-id"] == "trace-42.a:b"
-    (line,) = [r for r in caplog.records if r.name == "src.access"]
-    assert (line.method, line.route, line.status) == ("GET", "/country/{code}", 200)
-    assert line.duration_ms >= 0 and line.client
+    (line,) = [json.loads(line) for line in lines() if '"src.access"' in line]
+    assert (line["method"], line["route"], line["status"]) == ("GET", "/country/{code}", 200)
+    assert line["request_id"] == "trace-42.a:b"
+    assert line["duration_ms"] >= 0 and line["client"]
+    assert (line["level"], line["message"]) == ("info", "GET /country/GB 200")
+    assert line["timestamp"].endswith("Z")
 
 
 @pytest.mark.parametrize("given", [None, "x" * 129, "no spaces please", "semi;colon", ""])
@@ -30,33 +56,69 @@ async def test_a_missing_or_malformed_request_id_is_replaced(client, given):
     ("method", "path", "status"),
     [("GET", "/nowhere", 404), ("PUT", "/country/GB", 405), ("GET", "/country?limit=0", 422)],
 )
-async def test_errors_carry_the_request_id_too(client, method, path, status):
+async def test_errors_carry_the_request_id_too(client, method, path, status, log_lines):
+    lines = log_lines("json")
     response = await client.request(method, path, headers={"X-Request-ID": "err-1"})
     assert response.status_code == status
     assert response.headers["x-request-id"] == "err-1"
+    access = by_logger(lines())["src.access"]
+    assert (access["status"], access["request_id"]) == (status, "err-1")
 
 
-async def test_log_lines_made_during_a_request_carry_its_id(client, caplog):
-    """The filter reads the ID of the request running now; outside one it is "-"."""
-    caplog.handler.addFilter(RequestIdFilter())
-    with caplog.at_level(logging.INFO):
-        await client.get("/country/GB", headers={"X-Request-ID": "during-1"})
-        logging.getLogger("src.test").info("after the request")
-    by_name = {r.name: r for r in caplog.records}
-    assert by_name["src.access"].request_id == "during-1"
-    assert by_name["src.test"].request_id == "-"
+async def test_log_lines_made_during_a_request_carry_its_id(log_lines):
+    """Stdlib records made while a request runs carry its ID; outside one, "-"."""
+
+    async def app(scope, receive, send) -> None:
+        logging.getLogger("src.test").warning("inside the request")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    lines = log_lines("json")
+    transport = httpx.ASGITransport(app=RequestContext(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        await client.get("/", headers={"X-Request-ID": "during-1"})
+    logging.getLogger("src.other").info("after the request")
+    records = by_logger(lines())
+    assert records["src.test"]["request_id"] == "during-1"
+    assert records["src.access"]["request_id"] == "during-1"
+    assert records["src.access"]["status"] == 204
+    assert records["src.other"]["request_id"] == "-"
 
 
-def test_json_lines_parse_and_carry_the_fields(capsys):
-    settings = Settings(_env_file=None, log_format="json")
-    configure_logging(settings)
+async def test_no_access_line_above_info(client, log_lines):
+    """LOG_LEVEL=WARNING turns the access lines off (what the bench's "off" measures)."""
+    configure_logging(Settings(_env_file=None, log_format="json", log_level="WARNING"))
+    response = await client.get("/country/GB")
+    assert response.status_code == 200
+    lines = log_lines("json")  # back at INFO: the next request is logged again
+    await client.get("/country/GB")
+    assert len([line for line in lines() if '"src.access"' in line]) == 1
+
+
+def test_json_lines_parse_and_carry_the_fields(log_lines):
+    lines = log_lines("json")
+    logging.getLogger("src.access").info(
+        "GET /x 200", extra={"route": "/x", "status": 200, "duration_ms": 1.5}
+    )
     try:
-        logging.getLogger("src.access").info(
-            "GET /x 200", extra={"route": "/x", "status": 200, "duration_ms": 1.5}
-        )
-        line = capsys.readouterr().err.strip().splitlines()[-1]
-        record = json.loads(line)
-        assert record["message"] == "GET /x 200"
-        assert (record["route"], record["status"], record["request_id"]) == ("/x", 200, "-")
-    finally:
-        logging.getLogger().handlers.clear()
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("src.test").exception("it failed")
+    logging.getLogger("uvicorn.error").info("Started", extra={"color_message": "\x1b[1mStarted"})
+    records = by_logger(lines())
+    record = records["src.access"]
+    assert record["message"] == "GET /x 200"
+    assert (record["route"], record["status"], record["request_id"]) == ("/x", 200, "-")
+    assert records["src.test"]["level"] == "error"
+    assert "ValueError: boom" in records["src.test"]["exception"]
+    assert "color_message" not in records["uvicorn.error"]
+
+
+async def test_text_lines_are_readable_and_carry_the_id(client, log_lines):
+    """LOG_FORMAT=text (for dev): one readable line per request, with its fields."""
+    lines = log_lines("text")
+    await client.get("/country/GB", headers={"X-Request-ID": "text-1"})
+    (line,) = [line for line in lines() if "[src.access]" in line]
+    assert "GET /country/GB 200" in line
+    assert "request_id=text-1" in line and "route=/country/{code}" in line
+    assert not line.lstrip().startswith("{")
