@@ -109,6 +109,17 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def revision_failure(exc: BaseException) -> str | None:
+    """One line for a revision's own error that Run tagged with its revision; else None."""
+    where = [n for n in getattr(exc, "__notes__", []) if n.startswith(REVISION_NOTE)]
+    if not where:
+        return None
+    return (
+        f"revision {where[0].removeprefix(REVISION_NOTE)} failed, and nothing of it is "
+        f"recorded as applied: {type(exc).__name__}: {first_line(exc)}"
+    )
+
+
 @dataclass
 class Run:
     """Runs `run_migrations` (env.py's context.run_migrations) with the policies above."""

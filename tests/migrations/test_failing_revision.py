@@ -10,6 +10,7 @@ from sqlalchemy.pool import NullPool
 
 from src.config import Settings
 from tests.helpers import (
+    ScratchProject,
     config_for,
     current_version,
     fresh_database,
@@ -77,3 +78,26 @@ def test_failing_revision_leaves_schema_and_version_as_before(
         finally:
             at_head.dispose()
             empty.dispose()
+
+
+@pytest.mark.parametrize("failure", FAILURES.values(), ids=FAILURES.keys())
+def test_alembic_upgrade_names_the_failing_revision_in_one_line(
+    sync_engine: Engine, tmp_path: Path, failure: str
+):
+    """`alembic upgrade head` (pipenv run alembic-latest) says what `migrate` says: one
+    `error:` line naming the revision, exit 1, no traceback."""
+    (head,) = script_directory().get_heads()
+    with fresh_database(sync_engine) as url:
+        project = ScratchProject(tmp_path / "project", url)
+        assert project.alembic("upgrade", "head").returncode == 0
+        failing_revision(project.versions, head, "country", failure)
+
+        proc = project.alembic("upgrade", "head")
+        assert proc.returncode == 1, proc.stderr
+        # Alembic's own INFO lines ("Running upgrade ..."), then the one error line.
+        (line,) = [line for line in proc.stderr.splitlines() if not line.startswith("INFO ")]
+        assert line.startswith("error: revision f00dfa11babe "), line
+        assert "failed, and nothing of it is recorded as applied: " in line, line
+        assert "deliberate failure" in line or "no_such_function" in line, line
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert project.query("SELECT version_num FROM alembic_version") == [(head,)]
