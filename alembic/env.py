@@ -16,6 +16,7 @@ from logging.config import fileConfig
 from typing import NoReturn
 
 from alembic import context
+from alembic.script.revision import MultipleHeads
 from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
@@ -71,6 +72,16 @@ def refuse(message: str) -> NoReturn:
     if config.cmd_opts is not None:
         sys.exit(f"error: {message}")
     raise CommandError(message)
+
+
+def forked(heads: tuple[str, ...]) -> str:
+    """`upgrade head` on two heads: how to join them (alembic's hint, '<branchname>@head',
+    would run one branch and leave the fork in place)."""
+    return (
+        f"the history has {len(heads)} heads ({', '.join(sorted(heads))}): two branches each "
+        "added a revision; join them with `pipenv run alembic merge heads -m 'merge heads'` "
+        "and commit the new file (or rebase one: set its down_revision to the other's revision)"
+    )
 
 
 def settings() -> Settings:
@@ -137,6 +148,10 @@ def run_migrations_online() -> None:
                 with (given or engine).connect() as connection:
                     run_with(connection, limits)
     except CommandFailure as exc:  # the lock wait ran out, a setting, a refusal: one line
+        refuse(str(exc))
+    except CommandError as exc:  # alembic's own ("Target database is not up to date."): once
+        if isinstance(exc.__cause__, MultipleHeads):
+            refuse(forked(context.script.get_heads()))
         refuse(str(exc))
     except Exception as exc:
         # A revision's own error: one line on the command line; its callers (src.migrate,
