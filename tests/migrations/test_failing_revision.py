@@ -101,3 +101,26 @@ def test_alembic_upgrade_names_the_failing_revision_in_one_line(
         assert "deliberate failure" in line or "no_such_function" in line, line
         assert "Traceback" not in proc.stdout + proc.stderr
         assert project.query("SELECT version_num FROM alembic_version") == [(head,)]
+
+
+def test_a_failing_cast_keeps_postgresql_hint(sync_engine: Engine, tmp_path: Path):
+    """A type change PostgreSQL cannot cast implicitly: `migrate` names the error class and
+    keeps PostgreSQL's HINT (the USING to write), still in one line."""
+    (head,) = script_directory().get_heads()
+    with fresh_database(sync_engine) as url:
+        project = ScratchProject(tmp_path / "project", url)
+        assert project.alembic("upgrade", "head").returncode == 0
+        write_revision(
+            project.versions,
+            "ca57ca57ca57",
+            head,
+            "def upgrade() -> None:\n"
+            '    op.alter_column("country", "name", type_=sa.Integer())\n\n\n'
+            "def downgrade() -> None:\n    pass\n",
+        )
+        line = alembic_failure(project.run("-m", "src.migrate"))
+        assert line.startswith("error: revision ca57ca57ca57 "), line
+        assert line.endswith(
+            'DatatypeMismatch: column "name" cannot be cast automatically to type integer; '
+            'HINT: You might need to specify "USING name::integer".'
+        ), line
