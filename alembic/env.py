@@ -19,7 +19,7 @@ from alembic import context
 from alembic.script.revision import MultipleHeads
 from alembic.util import CommandError
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import NoReferenceError, OperationalError
 
 from src import autogenerate, history
 from src.cli import CommandFailure
@@ -31,7 +31,7 @@ from src.migrate import (
     sync_engine,
 )
 from src.models import Base
-from src.steps import Run, revision_failure
+from src.steps import Run, first_line, revision_failure
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("connection"):
@@ -160,6 +160,8 @@ def run_migrations_online() -> None:
             if config.cmd_opts is None:
                 raise
             refuse(message)
+        if isinstance(exc, NoReferenceError):  # e.g. a __tablename__ renamed, not its FKs
+            refuse(f"src/models.py does not hold together: {first_line(exc)}; fix that ForeignKey")
         if not isinstance(exc, OperationalError):
             raise
         if exc.connection_invalidated or "connect" not in str(exc.orig).lower():
