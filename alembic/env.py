@@ -12,6 +12,7 @@ like a rename (src.autogenerate).
 """
 
 import sys
+from collections.abc import Sequence
 from logging.config import fileConfig
 from typing import NoReturn
 
@@ -74,7 +75,7 @@ def refuse(message: str) -> NoReturn:
     raise CommandError(message)
 
 
-def forked(heads: tuple[str, ...]) -> str:
+def forked(heads: Sequence[str]) -> str:
     """`upgrade head` on two heads: how to join them (alembic's hint, '<branchname>@head',
     would run one branch and leave the fork in place)."""
     return (
