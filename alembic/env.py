@@ -11,12 +11,16 @@ enums and CHECK constraints too, skips empty revisions and refuses a drop + add 
 like a rename (src.autogenerate).
 """
 
+import sys
+from collections.abc import Sequence
 from logging.config import fileConfig
+from typing import NoReturn
 
 from alembic import context
+from alembic.script.revision import MultipleHeads
 from alembic.util import CommandError
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import NoReferenceError, OperationalError
 
 from src import autogenerate, history
 from src.cli import CommandFailure
@@ -28,7 +32,7 @@ from src.migrate import (
     sync_engine,
 )
 from src.models import Base
-from src.steps import Run
+from src.steps import Run, first_line, revision_failure
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("connection"):
@@ -63,6 +67,24 @@ def revision_directives(context_, revision, directives) -> None:
     autogenerate.process_revision_directives(context_, revision, directives, allow_drop_add=allowed)
 
 
+def refuse(message: str) -> NoReturn:
+    """One line. On the command line, alembic would print a CommandError twice (logged,
+    then "FAILED:") and exit 255: there it is `error: ...` on stderr, exit 1, as migrate."""
+    if config.cmd_opts is not None:
+        sys.exit(f"error: {message}")
+    raise CommandError(message)
+
+
+def forked(heads: Sequence[str]) -> str:
+    """`upgrade head` on two heads: how to join them (alembic's hint, '<branchname>@head',
+    would run one branch and leave the fork in place)."""
+    return (
+        f"the history has {len(heads)} heads ({', '.join(sorted(heads))}): two branches each "
+        "added a revision; join them with `pipenv run alembic merge heads -m 'merge heads'` "
+        "and commit the new file (or rebase one: set its down_revision to the other's revision)"
+    )
+
+
 def settings() -> Settings:
     """The caller's settings, else the environment's; bad ones are one line, not a traceback."""
     given = config.attributes.get(SETTINGS_ATTRIBUTE)
@@ -71,7 +93,7 @@ def settings() -> Settings:
     try:
         config.attributes[SETTINGS_ATTRIBUTE] = read_settings()
     except CommandFailure as exc:
-        raise CommandError(str(exc)) from None
+        refuse(str(exc))
     return config.attributes[SETTINGS_ATTRIBUTE]
 
 
@@ -126,12 +148,26 @@ def run_migrations_online() -> None:
             else:
                 with (given or engine).connect() as connection:
                     run_with(connection, limits)
-    except CommandFailure as exc:  # the lock wait ran out, a setting: one line
-        raise CommandError(str(exc)) from None
-    except OperationalError as exc:
+    except CommandFailure as exc:  # the lock wait ran out, a setting, a refusal: one line
+        refuse(str(exc))
+    except CommandError as exc:  # alembic's own ("Target database is not up to date."): once
+        if isinstance(exc.__cause__, MultipleHeads):
+            refuse(forked(context.script.get_heads()))
+        refuse(str(exc))
+    except Exception as exc:
+        # A revision's own error: one line on the command line; its callers (src.migrate,
+        # pytest-alembic, the tests) get the exception itself.
+        if (message := revision_failure(exc)) is not None:
+            if config.cmd_opts is None:
+                raise
+            refuse(message)
+        if isinstance(exc, NoReferenceError):  # e.g. a __tablename__ renamed, not its FKs
+            refuse(f"src/models.py does not hold together: {first_line(exc)}; fix that ForeignKey")
+        if not isinstance(exc, OperationalError):
+            raise
         if exc.connection_invalidated or "connect" not in str(exc.orig).lower():
             raise
-        raise CommandError(connection_problem(engine.url, exc)) from None
+        refuse(connection_problem(engine.url, exc))
 
 
 if context.is_offline_mode():

@@ -24,7 +24,7 @@ from src import history, leftovers
 from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, read_settings
 from src.roles import ensure_app_role
-from src.steps import REVISION_NOTE, first_line
+from src.steps import revision_failure
 
 # Arbitrary but fixed: every migrator of this project must use the same key.
 MIGRATION_LOCK_ID = 7_316_092_511_004_761_345
@@ -170,14 +170,9 @@ def run_alembic_upgrade(cfg: Config, target: str) -> None:
     except CommandError as exc:
         raise MigrationError(str(exc)) from None
     except Exception as exc:
-        where = [n for n in getattr(exc, "__notes__", []) if n.startswith(REVISION_NOTE)]
-        if not where:
+        if (message := revision_failure(exc)) is None:
             raise
-        revision = where[0].removeprefix(REVISION_NOTE)
-        raise MigrationError(
-            f"revision {revision} failed, and nothing of it is recorded as applied: "
-            f"{type(exc).__name__}: {first_line(exc)}"
-        ) from None
+        raise MigrationError(message) from None
 
 
 def main() -> int:

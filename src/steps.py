@@ -109,6 +109,24 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def revision_failure(exc: BaseException) -> str | None:
+    """One line for a revision's own error that Run tagged with its revision; else None.
+    PostgreSQL's HINT (e.g. `USING` for a cast) is kept: it is often the fix."""
+    where = [n for n in getattr(exc, "__notes__", []) if n.startswith(REVISION_NOTE)]
+    if not where:
+        return None
+    orig = getattr(exc, "orig", None) or exc
+    hints = [
+        " ".join(line.split())
+        for line in (getattr(orig, "pgerror", None) or "").splitlines()
+        if line.startswith("HINT:")
+    ]
+    return (
+        f"revision {where[0].removeprefix(REVISION_NOTE)} failed, and nothing of it is "
+        f"recorded as applied: {type(orig).__name__}: {'; '.join([first_line(exc), *hints])}"
+    )
+
+
 @dataclass
 class Run:
     """Runs `run_migrations` (env.py's context.run_migrations) with the policies above."""

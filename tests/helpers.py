@@ -80,6 +80,13 @@ def one_line_failure(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def alembic_failure(proc: subprocess.CompletedProcess) -> str:
+    """one_line_failure, for the alembic command line: its INFO log lines come first."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if not line.startswith("INFO ")]
+    return line
+
+
 @contextmanager
 def fresh_database(server: Engine) -> Iterator[URL]:
     """An empty database on the test server, dropped afterwards (advisory locks are

@@ -9,6 +9,7 @@ from sqlalchemy.pool import NullPool
 from tests.helpers import (
     ScratchProject,
     add_to_country_model,
+    alembic_failure,
     child_env,
     copy_project,
     fresh_database,
@@ -97,6 +98,8 @@ def test_autogenerate_walkthrough_and_rename_guard(sync_engine: Engine, tmp_path
 
 
 RENAME_TABLE = {'"subdivision"': '"region"', '"subdivision.id"': '"region.id"'}
+
+
 REVISION_FROM_PYTHON = """
 from alembic import command
 from src.config import read_settings
@@ -173,3 +176,22 @@ def test_autogenerate_called_from_python_skips_empty_revisions_and_guards_rename
         assert proc.returncode == 0, proc.stderr
         source = project.new_revision(before)
         assert "op.drop_column" in source and "op.add_column" in source
+
+
+def test_a_table_renamed_without_its_foreign_keys_is_one_line(sync_engine: Engine, tmp_path: Path):
+    """__tablename__ changed but a ForeignKey still names the old table: autogenerate stops
+    in one line naming it, not SQLAlchemy's traceback."""
+    with fresh_database(sync_engine) as url:
+        project = ScratchProject(tmp_path / "project", url)
+        assert project.alembic("upgrade", "head").returncode == 0
+        project.edit_models('__tablename__ = "subdivision"', '__tablename__ = "region"')
+        before = project.revisions()
+
+        proc = project.alembic("revision", "--autogenerate", "-m", "rename subdivision")
+        assert alembic_failure(proc) == (
+            "error: src/models.py does not hold together: Foreign key associated with column "
+            "'region.parent_id' could not find table 'subdivision' with which to generate a "
+            "foreign key to target column 'id'; fix that ForeignKey"
+        )
+        assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+        assert project.revisions() == before

@@ -138,6 +138,9 @@ def test_a_check_constraint_is_seen_by_drift_and_written_by_autogenerate(
 
         source = autogenerate(project, "check numeric")
         assert "op.create_check_constraint(" in source
+        # It passes the pre-commit lint as written: no unused `import sqlalchemy as sa`.
+        lint = project.run("-m", "ruff", "check", "alembic/versions")
+        assert lint.returncode == 0, lint.stdout + lint.stderr
         assert "country_numeric_digits_check" in source
         assert project.alembic("upgrade", "head").returncode == 0
         assert project.query(

@@ -10,6 +10,8 @@ from sqlalchemy.pool import NullPool
 
 from src.config import Settings
 from tests.helpers import (
+    ScratchProject,
+    alembic_failure,
     config_for,
     current_version,
     fresh_database,
@@ -77,3 +79,48 @@ def test_failing_revision_leaves_schema_and_version_as_before(
         finally:
             at_head.dispose()
             empty.dispose()
+
+
+@pytest.mark.parametrize("failure", FAILURES.values(), ids=FAILURES.keys())
+def test_alembic_upgrade_names_the_failing_revision_in_one_line(
+    sync_engine: Engine, tmp_path: Path, failure: str
+):
+    """`alembic upgrade head` (pipenv run alembic-latest) says what `migrate` says: one
+    `error:` line naming the revision, exit 1, no traceback."""
+    (head,) = script_directory().get_heads()
+    with fresh_database(sync_engine) as url:
+        project = ScratchProject(tmp_path / "project", url)
+        assert project.alembic("upgrade", "head").returncode == 0
+        failing_revision(project.versions, head, "country", failure)
+
+        proc = project.alembic("upgrade", "head")
+        line = alembic_failure(proc)
+        assert proc.returncode == 1, proc.stderr
+        assert line.startswith("error: revision f00dfa11babe "), line
+        assert "failed, and nothing of it is recorded as applied: " in line, line
+        assert "deliberate failure" in line or "no_such_function" in line, line
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert project.query("SELECT version_num FROM alembic_version") == [(head,)]
+
+
+def test_a_failing_cast_keeps_postgresql_hint(sync_engine: Engine, tmp_path: Path):
+    """A type change PostgreSQL cannot cast implicitly: `migrate` names the error class and
+    keeps PostgreSQL's HINT (the USING to write), still in one line."""
+    (head,) = script_directory().get_heads()
+    with fresh_database(sync_engine) as url:
+        project = ScratchProject(tmp_path / "project", url)
+        assert project.alembic("upgrade", "head").returncode == 0
+        write_revision(
+            project.versions,
+            "ca57ca57ca57",
+            head,
+            "def upgrade() -> None:\n"
+            '    op.alter_column("country", "name", type_=sa.Integer())\n\n\n'
+            "def downgrade() -> None:\n    pass\n",
+        )
+        line = alembic_failure(project.run("-m", "src.migrate"))
+        assert line.startswith("error: revision ca57ca57ca57 "), line
+        assert line.endswith(
+            'DatatypeMismatch: column "name" cannot be cast automatically to type integer; '
+            'HINT: You might need to specify "USING name::integer".'
+        ), line
