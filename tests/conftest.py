@@ -5,7 +5,8 @@ passed explicitly: to the app, the migration runner, and (as environment variabl
 the subprocesses tests start. The schema is built by the real migrations, never create_all.
 """
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy.pool import NullPool
 from devtools.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
+from src.logs import configure_logging
 from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -122,3 +124,21 @@ async def anon(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
+
+
+Lines = Callable[[], list[str]]
+
+
+@pytest.fixture
+def log_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[str], Lines]]:
+    """`log_lines(format)` configures logging to the captured stderr, at INFO, and returns
+    a function giving the lines written since; afterwards nothing is logged at INFO."""
+
+    def configure(log_format: str) -> Lines:
+        configure_logging(Settings(_env_file=None, log_format=log_format, log_level="INFO"))
+        capsys.readouterr()
+        return lambda: capsys.readouterr().err.splitlines()
+
+    yield configure
+    configure_logging(Settings(_env_file=None, log_level="WARNING"))
+    logging.getLogger().handlers.clear()

@@ -2,30 +2,12 @@
 
 import json
 import logging
-from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from src.config import Settings
 from src.logs import RequestContext, configure_logging
-
-Lines = Callable[[], list[str]]
-
-
-@pytest.fixture
-def log_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[str], Lines]]:
-    """`log_lines(format)` configures logging to the captured stderr, at INFO, and returns
-    a function giving the lines written since; afterwards nothing is logged at INFO."""
-
-    def configure(log_format: str) -> Lines:
-        configure_logging(Settings(_env_file=None, log_format=log_format, log_level="INFO"))
-        capsys.readouterr()
-        return lambda: capsys.readouterr().err.splitlines()
-
-    yield configure
-    configure_logging(Settings(_env_file=None, log_level="WARNING"))
-    logging.getLogger().handlers.clear()
 
 
 def by_logger(lines: list[str]) -> dict[str, dict]:
