@@ -100,15 +100,34 @@ def fresh_database(server: Engine) -> Iterator[URL]:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def fresh_engine(server: Engine) -> Iterator[tuple[URL, Engine]]:
+    """A fresh_database and an unpooled engine on it, disposed before the database is dropped."""
+    with fresh_database(server) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            yield url, engine
+        finally:
+            engine.dispose()
+
+
 def url_string(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def scratch_config(settings: Settings, script_location: Path) -> Config:
+    """The project's alembic config for `settings`, reading revisions from `script_location`."""
+    cfg = alembic_config(settings)
+    cfg.set_main_option("script_location", str(script_location))
+    return cfg
+
+
 def config_for(settings: Settings, engine: Engine, script_location: Path | None = None) -> Config:
     """The project's alembic config, run on `engine` (env.py uses the given connection)."""
-    cfg = alembic_config(settings)
-    if script_location is not None:
-        cfg.set_main_option("script_location", str(script_location))
+    if script_location is None:
+        cfg = alembic_config(settings)
+    else:
+        cfg = scratch_config(settings, script_location)
     cfg.attributes["connection"] = engine
     return cfg
 
@@ -206,6 +225,13 @@ def write_revision(versions: Path, revision: str, down_revision: str | None, bod
         "depends_on = None\n\n" + body
     )
     return path
+
+
+def write_revision_on_head(versions: Path, revision: str, body: str) -> str:
+    """A test-only revision on top of the project's head (write_revision); that head."""
+    (head,) = script_directory().get_heads()
+    write_revision(versions, revision, head, body)
+    return head
 
 
 # A schema snapshot, from the catalogs: what a migration may change, order-insensitive.
