@@ -10,16 +10,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, MetaData, create_engine, func, select, text
+from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -27,6 +27,7 @@ from devtools.embedded_pg import UNPRIVILEGED_USER, free_port, port_in_use, trav
 from src.config import PROJECT_ROOT, Settings, env_for_url
 from src.migrate import alembic_config
 
+T = TypeVar("T")
 API_KEY = "test-api-key-0123456789"
 # The API's least-privilege role in the tests (src/roles.py creates it).
 APP_ROLE = "country_api_test"
@@ -49,6 +50,17 @@ def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Res
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer in {seconds}s")
+
+
+def eventually(check: Callable[[], T | None], what: str, seconds: float = 20) -> T:
+    """`check()`'s first truthy answer; fails if none comes before the deadline."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if result := check():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:g}s")
+        time.sleep(0.02)
 
 
 @contextmanager
@@ -202,6 +214,27 @@ def run_python(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120)
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def popen_python(
+    *args: str, cwd: Path, env: dict[str, str], stderr: int = subprocess.PIPE
+) -> subprocess.Popen:
+    """`python *args` started in the background, stdout (and stderr) piped as text."""
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+
+
+def backend_pid(conn: Connection) -> int:
+    """The PostgreSQL backend pid of `conn`, as pg_stat_activity and the runner name it."""
+    return conn.connection.dbapi_connection.get_backend_pid()
+
+
+def open_snapshot(conn: Connection, table: str = "country") -> int:
+    """What pg_dump or a long report does: a REPEATABLE READ snapshot, open. Its pid."""
+    conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    conn.exec_driver_sql(f"SELECT count(*) FROM {table}")
+    return backend_pid(conn)
 
 
 def script_directory() -> ScriptDirectory:

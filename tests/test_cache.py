@@ -9,11 +9,9 @@ import logging
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -32,6 +30,7 @@ from tests.helpers import (
     APP_ROLE_PASSWORD,
     child_env,
     config_for,
+    eventually,
     fresh_database,
     pgbouncer,
     script_directory,
@@ -40,21 +39,9 @@ from tests.helpers import (
     write_revision,
 )
 
-T = TypeVar("T")
 CODE = "XC"
 MIGRATED = "UPDATE country SET official_name = 'Migrated' WHERE alpha2 = 'GB'"
 PATHS = ("/country/XC", "/country/xcc", "/country?q=cache%20probe", "/country/XC/subdivisions")
-
-
-def eventually(check: Callable[[], T | None], what: str, seconds: float = 20) -> T:
-    """`check()`'s first truthy answer; fails if none comes before the deadline."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:g}s")
-        time.sleep(0.02)
 
 
 def cache_state(url: str) -> str | None:

@@ -13,6 +13,7 @@ from src.config import Settings
 from tests.helpers import (
     current_version,
     fresh_engine,
+    open_snapshot,
     scratch_config,
     script_directory,
     write_revision,
@@ -48,8 +49,7 @@ def test_rerun_after_a_timed_out_concurrent_build_is_refused(
         cfg = scratch_config(limited, scratch_alembic)
         migrate.upgrade(fresh)
         with engine.connect() as reader:
-            reader.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            reader.exec_driver_sql("SELECT count(*) FROM subdivision")
+            open_snapshot(reader, "subdivision")
             with pytest.raises(CommandFailure, match="waited"):
                 migrate.upgrade(limited, cfg=cfg)
             reader.rollback()
