@@ -18,8 +18,8 @@ import asyncpg
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 
 from bench.ceiling_app import COLUMNS, dsn
+from bench.with_router import app_with_country_router
 from src.config import Settings
-from src.main import app_from_environment, create_app
 from src.queries import TOTAL_CAP
 from src.responses import respond, serialize
 from src.routes import country
@@ -88,12 +88,8 @@ async def get_country(request: Request, code: country.Code) -> Response:
 
 
 def create_web_ceiling_app(settings: Settings | None = None) -> FastAPI:
-    """`src.main.create_app` with this router where the real /country router goes."""
-    real_router, country.router = country.router, router
-    try:
-        return create_app(settings) if settings is not None else app_from_environment()
-    finally:
-        country.router = real_router
+    """The real app with this router for /country (bench/with_router.py)."""
+    return app_with_country_router(router, settings)
 
 
 def __getattr__(name: str) -> FastAPI:
