@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from bench.ceiling_app import COLUMNS, dsn
 from bench.with_router import app_with_country_router
 from src.config import Settings
-from src.queries import TOTAL_CAP
+from src.queries import TOTAL_CAP, page_body
 from src.responses import respond, serialize
 from src.routes import country
 
@@ -51,14 +51,8 @@ def page_of(rows: list[dict[str, Any]], limit: int, offset: int, after: str | No
         rows = [row for row in rows if row["alpha2"] > after]
     fetched = rows[offset : offset + limit + 1]
     items = fetched[:limit]
-    return {
-        "items": items,
-        "total": min(total, TOTAL_CAP),
-        "total_exact": total <= TOTAL_CAP,
-        "limit": limit,
-        "offset": offset,
-        "next_after": items[-1]["alpha2"] if len(fetched) > limit else None,
-    }
+    next_after = items[-1]["alpha2"] if len(fetched) > limit else None
+    return page_body(items, total, limit, offset, next_after)
 
 
 @router.get("", response_model=None)
