@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 from src import history
 from src.config import PROJECT_ROOT, Settings
 from src.migrate import alembic_config as project_config
-from tests.helpers import fresh_database
+from tests.helpers import ScratchProject, fresh_database
 
 
 @pytest.fixture
@@ -47,3 +47,12 @@ def scratch_alembic(tmp_path: Path) -> Path:
     scratch = tmp_path / "alembic"
     shutil.copytree(PROJECT_ROOT / "alembic", scratch, ignore=shutil.ignore_patterns("__pycache__"))
     return scratch
+
+
+@pytest.fixture
+def project(sync_engine: Engine, tmp_path: Path) -> Iterator[ScratchProject]:
+    """A ScratchProject on a fresh database, upgraded to head by its own alembic."""
+    with fresh_database(sync_engine) as url:
+        project = ScratchProject(tmp_path / "project", url)
+        assert project.alembic("upgrade", "head").returncode == 0
+        yield project
