@@ -5,6 +5,7 @@ passed explicitly: to the app, the migration runner, and (as environment variabl
 the subprocesses tests start. The schema is built by the real migrations, never create_all.
 """
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from devtools.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
 from src.cli import CommandFailure
-from src.config import Settings, read_settings
+from src.config import PROJECT_ROOT, Settings, read_settings
 from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -122,3 +123,11 @@ async def anon(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
+
+
+@pytest.fixture
+def scratch_alembic(tmp_path: Path) -> Path:
+    """A temporary copy of alembic/ (env.py and the revisions) for test-only revisions."""
+    scratch = tmp_path / "alembic"
+    shutil.copytree(PROJECT_ROOT / "alembic", scratch, ignore=shutil.ignore_patterns("__pycache__"))
+    return scratch

@@ -6,7 +6,6 @@ change) have a generous deadline and assert the outcome, never a duration.
 
 import asyncio
 import logging
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +16,7 @@ import httpx
 import pytest
 from alembic import command
 from asgi_lifespan import LifespanManager
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, text
 
 from devtools.embedded_pg import free_port
 from src import migrate
@@ -31,12 +29,11 @@ from tests.helpers import (
     child_env,
     config_for,
     eventually,
-    fresh_database,
+    fresh_engine,
     pgbouncer,
-    script_directory,
     url_string,
     wait_for,
-    write_revision,
+    write_revision_on_head,
 )
 
 CODE = "XC"
@@ -255,36 +252,30 @@ def test_no_read_is_older_than_a_write_completed_before_it_began(settings, probe
         assert official_name(url) == "v60"
 
 
-def test_a_data_migration_invalidates(settings: Settings, sync_engine: Engine, tmp_path: Path):
-    scratch = tmp_path / "alembic"
-    shutil.copytree(PROJECT_ROOT / "alembic", scratch, ignore=shutil.ignore_patterns("__pycache__"))
-    (head,) = script_directory().get_heads()
-    write_revision(
-        scratch / "versions",
+def test_a_data_migration_invalidates(
+    settings: Settings, sync_engine: Engine, scratch_alembic: Path
+):
+    write_revision_on_head(
+        scratch_alembic / "versions",
         "da7a0ca4e001",
-        head,
         "def upgrade() -> None:\n"
         f"    op.execute({MIGRATED!r})\n\n\n"
         "def downgrade() -> None:\n    pass\n",
     )
-    with fresh_database(sync_engine) as url:
+    with fresh_engine(sync_engine) as (url, engine):
         database_settings = settings.for_database(url)
         migrate.upgrade(database_settings)
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            with serving(app_env(settings, url_string(url)), count=2) as urls:
-                for app in urls:
-                    assert httpx.get(app + "/country/GB").json()["official_name"] != "Migrated"
-                command.upgrade(config_for(database_settings, engine, scratch), "head")
-                for app in urls:
-                    eventually(
-                        lambda app=app: (
-                            httpx.get(app + "/country/GB").json()["official_name"] == "Migrated"
-                        ),
-                        f"{app} sees the data migration",
-                    )
-        finally:
-            engine.dispose()
+        with serving(app_env(settings, url_string(url)), count=2) as urls:
+            for app in urls:
+                assert httpx.get(app + "/country/GB").json()["official_name"] != "Migrated"
+            command.upgrade(config_for(database_settings, engine, scratch_alembic), "head")
+            for app in urls:
+                eventually(
+                    lambda app=app: (
+                        httpx.get(app + "/country/GB").json()["official_name"] == "Migrated"
+                    ),
+                    f"{app} sees the data migration",
+                )
 
 
 # --- the cache off ---------------------------------------------------------------------
