@@ -22,8 +22,8 @@ import asyncpg
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 
 from bench.ceiling_app import BY_ALPHA2, BY_ALPHA3, dsn, fetch_page
+from bench.with_router import app_with_country_router
 from src.config import Settings
-from src.main import app_from_environment, create_app
 from src.responses import json_with_etag
 from src.routes import country
 from src.schemas import SearchText
@@ -66,13 +66,8 @@ async def get_country(request: Request, code: country.Code) -> Response:
 
 
 def create_floor_app(settings: Settings | None = None) -> FastAPI:
-    """`src.main.create_app` with this router where the real /country router goes;
-    without settings, from the environment (as `uvicorn bench.floor_app:app`)."""
-    real_router, country.router = country.router, router
-    try:
-        return create_app(settings) if settings is not None else app_from_environment()
-    finally:
-        country.router = real_router
+    """The real app with this router for /country (bench/with_router.py)."""
+    return app_with_country_router(router, settings)
 
 
 def __getattr__(name: str) -> FastAPI:

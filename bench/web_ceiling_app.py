@@ -18,9 +18,9 @@ import asyncpg
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 
 from bench.ceiling_app import COLUMNS, dsn
+from bench.with_router import app_with_country_router
 from src.config import Settings
-from src.main import app_from_environment, create_app
-from src.queries import TOTAL_CAP
+from src.queries import TOTAL_CAP, page_body
 from src.responses import respond, serialize
 from src.routes import country
 
@@ -51,14 +51,8 @@ def page_of(rows: list[dict[str, Any]], limit: int, offset: int, after: str | No
         rows = [row for row in rows if row["alpha2"] > after]
     fetched = rows[offset : offset + limit + 1]
     items = fetched[:limit]
-    return {
-        "items": items,
-        "total": min(total, TOTAL_CAP),
-        "total_exact": total <= TOTAL_CAP,
-        "limit": limit,
-        "offset": offset,
-        "next_after": items[-1]["alpha2"] if len(fetched) > limit else None,
-    }
+    next_after = items[-1]["alpha2"] if len(fetched) > limit else None
+    return page_body(items, total, limit, offset, next_after)
 
 
 @router.get("", response_model=None)
@@ -88,12 +82,8 @@ async def get_country(request: Request, code: country.Code) -> Response:
 
 
 def create_web_ceiling_app(settings: Settings | None = None) -> FastAPI:
-    """`src.main.create_app` with this router where the real /country router goes."""
-    real_router, country.router = country.router, router
-    try:
-        return create_app(settings) if settings is not None else app_from_environment()
-    finally:
-        country.router = real_router
+    """The real app with this router for /country (bench/with_router.py)."""
+    return app_with_country_router(router, settings)
 
 
 def __getattr__(name: str) -> FastAPI:

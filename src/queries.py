@@ -99,13 +99,20 @@ def page_of(
     total = rows[0][-1] if rows else conn.scalar(count_stmt, params)
     more = len(rows) > limit
     items = [dict(zip(fields, row)) for row in rows[:limit]]  # noqa: B905
+    return page_body(items, total, limit, offset, items[-1][fields[0]] if more else None)
+
+
+def page_body(
+    items: list[dict[str, Any]], total: int, limit: int, offset: int, next_after: str | None
+) -> dict[str, Any]:
+    """A page as the API answers it: `total` (counted to TOTAL_CAP + 1) capped, and if exact."""
     return {
         "items": items,
         "total": min(total, TOTAL_CAP),
         "total_exact": total <= TOTAL_CAP,
         "limit": limit,
         "offset": offset,
-        "next_after": items[-1][fields[0]] if more else None,
+        "next_after": next_after,
     }
 
 

@@ -6,6 +6,7 @@ the subprocesses tests start. The schema is built by the real migrations, never 
 """
 
 import logging
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from devtools.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
 from src.cli import CommandFailure
-from src.config import Settings, read_settings
+from src.config import PROJECT_ROOT, Settings, read_settings
 from src.logs import configure_logging
 from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD
 
@@ -124,6 +125,14 @@ async def anon(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
+
+
+@pytest.fixture
+def scratch_alembic(tmp_path: Path) -> Path:
+    """A temporary copy of alembic/ (env.py and the revisions) for test-only revisions."""
+    scratch = tmp_path / "alembic"
+    shutil.copytree(PROJECT_ROOT / "alembic", scratch, ignore=shutil.ignore_patterns("__pycache__"))
+    return scratch
 
 
 Lines = Callable[[], list[str]]

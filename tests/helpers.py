@@ -10,16 +10,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, MetaData, create_engine, func, select, text
+from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -27,6 +27,7 @@ from devtools.embedded_pg import UNPRIVILEGED_USER, free_port, port_in_use, trav
 from src.config import PROJECT_ROOT, Settings, env_for_url
 from src.migrate import alembic_config
 
+T = TypeVar("T")
 API_KEY = "test-api-key-0123456789"
 # The API's least-privilege role in the tests (src/roles.py creates it).
 APP_ROLE = "country_api_test"
@@ -49,6 +50,17 @@ def wait_for(url: str, proc: subprocess.Popen, seconds: float = 90) -> httpx.Res
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer in {seconds}s")
+
+
+def eventually(check: Callable[[], T | None], what: str, seconds: float = 20) -> T:
+    """`check()`'s first truthy answer; fails if none comes before the deadline."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if result := check():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:g}s")
+        time.sleep(0.02)
 
 
 @contextmanager
@@ -107,15 +119,34 @@ def fresh_database(server: Engine) -> Iterator[URL]:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def fresh_engine(server: Engine) -> Iterator[tuple[URL, Engine]]:
+    """A fresh_database and an unpooled engine on it, disposed before the database is dropped."""
+    with fresh_database(server) as url:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            yield url, engine
+        finally:
+            engine.dispose()
+
+
 def url_string(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def scratch_config(settings: Settings, script_location: Path) -> Config:
+    """The project's alembic config for `settings`, reading revisions from `script_location`."""
+    cfg = alembic_config(settings)
+    cfg.set_main_option("script_location", str(script_location))
+    return cfg
+
+
 def config_for(settings: Settings, engine: Engine, script_location: Path | None = None) -> Config:
     """The project's alembic config, run on `engine` (env.py uses the given connection)."""
-    cfg = alembic_config(settings)
-    if script_location is not None:
-        cfg.set_main_option("script_location", str(script_location))
+    if script_location is None:
+        cfg = alembic_config(settings)
+    else:
+        cfg = scratch_config(settings, script_location)
     cfg.attributes["connection"] = engine
     return cfg
 
@@ -192,6 +223,27 @@ def run_python(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120)
     )
 
 
+def popen_python(
+    *args: str, cwd: Path, env: dict[str, str], stderr: int = subprocess.PIPE
+) -> subprocess.Popen:
+    """`python *args` started in the background, stdout (and stderr) piped as text."""
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+
+
+def backend_pid(conn: Connection) -> int:
+    """The PostgreSQL backend pid of `conn`, as pg_stat_activity and the runner name it."""
+    return conn.connection.dbapi_connection.get_backend_pid()
+
+
+def open_snapshot(conn: Connection, table: str = "country") -> int:
+    """What pg_dump or a long report does: a REPEATABLE READ snapshot, open. Its pid."""
+    conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    conn.exec_driver_sql(f"SELECT count(*) FROM {table}")
+    return backend_pid(conn)
+
+
 def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
 
@@ -213,6 +265,13 @@ def write_revision(versions: Path, revision: str, down_revision: str | None, bod
         "depends_on = None\n\n" + body
     )
     return path
+
+
+def write_revision_on_head(versions: Path, revision: str, body: str) -> str:
+    """A test-only revision on top of the project's head (write_revision); that head."""
+    (head,) = script_directory().get_heads()
+    write_revision(versions, revision, head, body)
+    return head
 
 
 # A schema snapshot, from the catalogs: what a migration may change, order-insensitive.

@@ -6,21 +6,17 @@ change) have a generous deadline and assert the outcome, never a duration.
 
 import asyncio
 import logging
-import shutil
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
 from alembic import command
 from asgi_lifespan import LifespanManager
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, text
 
 from devtools.embedded_pg import free_port
 from src import migrate
@@ -32,29 +28,17 @@ from tests.helpers import (
     APP_ROLE_PASSWORD,
     child_env,
     config_for,
-    fresh_database,
+    eventually,
+    fresh_engine,
     pgbouncer,
-    script_directory,
     url_string,
     wait_for,
-    write_revision,
+    write_revision_on_head,
 )
 
-T = TypeVar("T")
 CODE = "XC"
 MIGRATED = "UPDATE country SET official_name = 'Migrated' WHERE alpha2 = 'GB'"
 PATHS = ("/country/XC", "/country/xcc", "/country?q=cache%20probe", "/country/XC/subdivisions")
-
-
-def eventually(check: Callable[[], T | None], what: str, seconds: float = 20) -> T:
-    """`check()`'s first truthy answer; fails if none comes before the deadline."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:g}s")
-        time.sleep(0.02)
 
 
 def cache_state(url: str) -> str | None:
@@ -268,36 +252,30 @@ def test_no_read_is_older_than_a_write_completed_before_it_began(settings, probe
         assert official_name(url) == "v60"
 
 
-def test_a_data_migration_invalidates(settings: Settings, sync_engine: Engine, tmp_path: Path):
-    scratch = tmp_path / "alembic"
-    shutil.copytree(PROJECT_ROOT / "alembic", scratch, ignore=shutil.ignore_patterns("__pycache__"))
-    (head,) = script_directory().get_heads()
-    write_revision(
-        scratch / "versions",
+def test_a_data_migration_invalidates(
+    settings: Settings, sync_engine: Engine, scratch_alembic: Path
+):
+    write_revision_on_head(
+        scratch_alembic / "versions",
         "da7a0ca4e001",
-        head,
         "def upgrade() -> None:\n"
         f"    op.execute({MIGRATED!r})\n\n\n"
         "def downgrade() -> None:\n    pass\n",
     )
-    with fresh_database(sync_engine) as url:
+    with fresh_engine(sync_engine) as (url, engine):
         database_settings = settings.for_database(url)
         migrate.upgrade(database_settings)
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            with serving(app_env(settings, url_string(url)), count=2) as urls:
-                for app in urls:
-                    assert httpx.get(app + "/country/GB").json()["official_name"] != "Migrated"
-                command.upgrade(config_for(database_settings, engine, scratch), "head")
-                for app in urls:
-                    eventually(
-                        lambda app=app: (
-                            httpx.get(app + "/country/GB").json()["official_name"] == "Migrated"
-                        ),
-                        f"{app} sees the data migration",
-                    )
-        finally:
-            engine.dispose()
+        with serving(app_env(settings, url_string(url)), count=2) as urls:
+            for app in urls:
+                assert httpx.get(app + "/country/GB").json()["official_name"] != "Migrated"
+            command.upgrade(config_for(database_settings, engine, scratch_alembic), "head")
+            for app in urls:
+                eventually(
+                    lambda app=app: (
+                        httpx.get(app + "/country/GB").json()["official_name"] == "Migrated"
+                    ),
+                    f"{app} sees the data migration",
+                )
 
 
 # --- the cache off ---------------------------------------------------------------------

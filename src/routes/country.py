@@ -14,7 +14,7 @@ from src import cache, queries
 from src.db import T, Work
 from src.responses import json_with_etag
 from src.routes.deps import database
-from src.routes.openapi import ETAG_HEADER, NOT_MODIFIED, errors
+from src.routes.openapi import cached_read, errors
 from src.schemas import (
     TEXT_RULES,
     CountryCreate,
@@ -107,11 +107,7 @@ def conflict(exc: queries.DuplicateCountry, values: dict) -> HTTPException:
 @router.get(
     "",
     response_model=None,
-    responses={
-        200: {"model": Page[CountryRead], "headers": ETAG_HEADER},
-        **NOT_MODIFIED,
-        **errors(422),
-    },
+    responses=cached_read(Page[CountryRead], 422),
 )
 async def list_countries(
     request: Request, limit: Limit = 50, offset: Offset = 0, after: After = None, q: Search = None
@@ -131,11 +127,7 @@ async def list_countries(
 @router.get(
     "/{code}",
     response_model=None,
-    responses={
-        200: {"model": CountryRead, "headers": ETAG_HEADER},
-        **NOT_MODIFIED,
-        **errors(404, 422),
-    },
+    responses=cached_read(CountryRead, 404, 422),
 )
 async def get_country(request: Request, code: Code) -> Response:
     """One country by alpha-2 or alpha-3 code."""
@@ -152,11 +144,7 @@ async def get_country(request: Request, code: Code) -> Response:
 @router.get(
     "/{code}/subdivisions",
     response_model=None,
-    responses={
-        200: {"model": Page[SubdivisionRead], "headers": ETAG_HEADER},
-        **NOT_MODIFIED,
-        **errors(404, 422),
-    },
+    responses=cached_read(Page[SubdivisionRead], 404, 422),
 )
 async def list_subdivisions(
     request: Request,

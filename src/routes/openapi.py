@@ -58,3 +58,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     )
     documented.update({code: _error(code) for code in (*codes, 500, 503)})
     return dict(sorted(documented.items(), key=lambda item: str(item[0])))
+
+
+def cached_read(model: Any, *codes: int) -> dict[int | str, dict[str, Any]]:
+    """A cached GET's responses: `model` with its ETag, the 304, and errors(*codes)."""
+    return {200: {"model": model, "headers": ETAG_HEADER}, **NOT_MODIFIED, **errors(*codes)}

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
@@ -23,6 +22,7 @@ from tests.helpers import (
     copy_project,
     fresh_database,
     run_python,
+    scratch_config,
     unreachable_url,
     url_string,
     write_revision,
@@ -107,12 +107,6 @@ def only_revisions(project: Path, *revisions: tuple[str, str | None, str]) -> Pa
     for revision, down, body in revisions:
         write_revision(versions, revision, down, body)
     return versions
-
-
-def scratch_config(project: Path, settings: Settings) -> Config:
-    cfg = alembic_config(settings)
-    cfg.set_main_option("script_location", str(project / "alembic"))
-    return cfg
 
 
 # --- heads -----------------------------------------------------------------------------
@@ -511,7 +505,7 @@ def test_squawk_allow_must_be_accurate(
         ("aaaa00000001", None, CLEAN_BASE),
         ("bbbb00000002", "aaaa00000001", f"squawk_allow = {allow}\n\n\n{RISKY}"),
     )
-    problems = migration_checks.check_squawk(scratch_config(project, settings))
+    problems = migration_checks.check_squawk(scratch_config(settings, project / "alembic"))
     ours = [line for line in problems if "bbbb00000002" in line]
     assert len(ours) == 1 and problem in ours[0], problems
     assert "alembic/versions/bbbb00000002_test_only.py: bbbb00000002: " in ours[0]

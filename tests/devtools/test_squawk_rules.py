@@ -4,11 +4,10 @@ INVALID index, and the varchar widening, shown on PostgreSQL to rewrite nothing.
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, text
 
 from devtools import squawk_rules
-from tests.helpers import fresh_database
+from tests.helpers import fresh_engine
 
 STATEMENTS = {
     "CREATE INDEX gadget_name_idx ON gadget (name);",
@@ -79,13 +78,10 @@ def test_a_varchar_widening_rewrites_nothing_on_postgresql_and_only_it_is_exempt
         if old.startswith("sa.Text")
         else f"VARCHAR({old.split('(')[1].split(')')[0].split('=')[-1]})"
     )
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
-        with engine.begin() as conn:
-            conn.execute(text(f"CREATE TABLE gadget (id bigint PRIMARY KEY, code {old_sql})"))
-            conn.execute(text("INSERT INTO gadget SELECT i, 'x' FROM generate_series(1, 100) i"))
-            before = relfilenode(conn)
-            conn.execute(text(sql))
-            rewritten = relfilenode(conn) != before
-        engine.dispose()
+    with fresh_engine(sync_engine) as (_, engine), engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE gadget (id bigint PRIMARY KEY, code {old_sql})"))
+        conn.execute(text("INSERT INTO gadget SELECT i, 'x' FROM generate_series(1, 100) i"))
+        before = relfilenode(conn)
+        conn.execute(text(sql))
+        rewritten = relfilenode(conn) != before
     assert rewritten is not widening

@@ -13,7 +13,7 @@ import pytest
 
 from devtools.embedded_pg import free_port, port_in_use
 from src.config import PROJECT_ROOT
-from tests.helpers import child_env, one_line_failure, wait_for
+from tests.helpers import child_env, one_line_failure, popen_python, run_python, wait_for
 
 
 @pytest.fixture
@@ -35,25 +35,11 @@ def start_env(cluster_root: Path) -> dict[str, str]:
 
 
 def command(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_python("-m", module, *args, cwd=PROJECT_ROOT, env=env)
 
 
 def popen_start(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "devtools.start"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return popen_python("-m", "devtools.start", cwd=PROJECT_ROOT, env=env, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture

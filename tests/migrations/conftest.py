@@ -1,10 +1,9 @@
-"""Fixtures of the migration safety nets: pytest-alembic's two, and a scratch history.
+"""Fixtures of the migration safety nets: pytest-alembic's two, and a scratch project.
 
 Each test gets its own fresh database where it migrates (advisory locks are per
 database, so it never contends with the session database's migrators).
 """
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
 from src import history
-from src.config import PROJECT_ROOT, Settings
+from src.config import Settings
 from src.migrate import alembic_config as project_config
-from tests.helpers import fresh_database
+from tests.helpers import ScratchProject, fresh_database
 
 
 @pytest.fixture
@@ -42,8 +41,9 @@ def alembic_engine(sync_engine: Engine) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def scratch_alembic(tmp_path: Path) -> Path:
-    """A temporary copy of alembic/ (env.py and the revisions) for deliberately bad revisions."""
-    scratch = tmp_path / "alembic"
-    shutil.copytree(PROJECT_ROOT / "alembic", scratch, ignore=shutil.ignore_patterns("__pycache__"))
-    return scratch
+def project(sync_engine: Engine, tmp_path: Path) -> Iterator[ScratchProject]:
+    """A ScratchProject on a fresh database, upgraded to head by its own alembic."""
+    with fresh_database(sync_engine) as url:
+        project = ScratchProject(tmp_path / "project", url)
+        assert project.alembic("upgrade", "head").returncode == 0
+        yield project

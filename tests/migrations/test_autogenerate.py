@@ -108,90 +108,78 @@ command.revision(alembic_config(read_settings()), message="from python", autogen
 """
 
 
-def test_a_table_rename_is_refused_with_its_names_once_unless_allowed(
-    sync_engine: Engine, tmp_path: Path
-):
+def test_a_table_rename_is_refused_with_its_names_once_unless_allowed(project: ScratchProject):
     """A __tablename__ change autogenerates drop table + create table: refused, naming both
     tables, with the in-place and the expand/contract way; the opt-out writes it."""
-    with fresh_database(sync_engine) as url:
-        project = ScratchProject(tmp_path / "project", url)
-        assert project.alembic("upgrade", "head").returncode == 0
-        for old, new in RENAME_TABLE.items():
-            project.edit_models(old, new)
-        before = project.revisions()
+    for old, new in RENAME_TABLE.items():
+        project.edit_models(old, new)
+    before = project.revisions()
 
-        proc = project.alembic("revision", "--autogenerate", "-m", "rename subdivision")
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 1
-        assert output.count("refusing") == 1  # once: not also as alembic's "FAILED: ..."
-        (line,) = [line for line in proc.stderr.splitlines() if "refusing" in line]
-        assert line.startswith("error: refusing to write a revision that drops and adds")
-        assert "drops table 'subdivision' and creates 'region' with the same columns" in line
-        assert "op.rename_table('subdivision', 'region')" in line
-        assert "expand/contract instead: create 'region', write to both" in line
-        assert "ALEMBIC_ALLOW_DROP_ADD=1" in line
-        assert "Traceback" not in output
-        assert project.revisions() == before
+    proc = project.alembic("revision", "--autogenerate", "-m", "rename subdivision")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert output.count("refusing") == 1  # once: not also as alembic's "FAILED: ..."
+    (line,) = [line for line in proc.stderr.splitlines() if "refusing" in line]
+    assert line.startswith("error: refusing to write a revision that drops and adds")
+    assert "drops table 'subdivision' and creates 'region' with the same columns" in line
+    assert "op.rename_table('subdivision', 'region')" in line
+    assert "expand/contract instead: create 'region', write to both" in line
+    assert "ALEMBIC_ALLOW_DROP_ADD=1" in line
+    assert "Traceback" not in output
+    assert project.revisions() == before
 
-        proc = project.alembic("check")  # runs the same hook: it reports, never refuses
-        assert proc.returncode != 0 and "refusing" not in proc.stdout + proc.stderr
-        assert "New upgrade operations detected: [('add_table', Table('region'" in proc.stdout
+    proc = project.alembic("check")  # runs the same hook: it reports, never refuses
+    assert proc.returncode != 0 and "refusing" not in proc.stdout + proc.stderr
+    assert "New upgrade operations detected: [('add_table', Table('region'" in proc.stdout
 
-        proc = project.alembic("revision", "--autogenerate", "-m", "drop add", **ALLOW)
-        assert proc.returncode == 0, proc.stderr
-        source = project.new_revision(before)
-        assert (
-            'op.drop_table("subdivision")' in source
-            and 'op.create_table(\n        "region"' in source
-        )
+    proc = project.alembic("revision", "--autogenerate", "-m", "drop add", **ALLOW)
+    assert proc.returncode == 0, proc.stderr
+    source = project.new_revision(before)
+    assert (
+        'op.drop_table("subdivision")' in source and 'op.create_table(\n        "region"' in source
+    )
 
 
 ALLOW = {"ALEMBIC_ALLOW_DROP_ADD": "1"}
 
 
 def test_autogenerate_called_from_python_skips_empty_revisions_and_guards_renames(
-    sync_engine: Engine, tmp_path: Path
+    project: ScratchProject,
 ):
     """command.revision(cfg, autogenerate=True), as a script or a tool would call it: the same
     empty-revision skip and rename guard as the command line."""
-    with fresh_database(sync_engine) as url:
-        project = ScratchProject(tmp_path / "project", url)
-        assert project.alembic("upgrade", "head").returncode == 0
-        before = project.revisions()
+    before = project.revisions()
 
-        proc = project.run("-c", REVISION_FROM_PYTHON)
-        assert proc.returncode == 0, proc.stderr
-        assert "No schema changes detected: no revision written." in proc.stdout
-        assert project.revisions() == before
+    proc = project.run("-c", REVISION_FROM_PYTHON)
+    assert proc.returncode == 0, proc.stderr
+    assert "No schema changes detected: no revision written." in proc.stdout
+    assert project.revisions() == before
 
-        project.edit_models("    official_name: Mapped", "    official: Mapped")
-        proc = project.run("-c", REVISION_FROM_PYTHON)
-        assert proc.returncode != 0
-        assert (
-            "op.alter_column('country', 'official_name', new_column_name='official')"
-        ) in proc.stderr
-        assert project.revisions() == before
+    project.edit_models("    official_name: Mapped", "    official: Mapped")
+    proc = project.run("-c", REVISION_FROM_PYTHON)
+    assert proc.returncode != 0
+    assert (
+        "op.alter_column('country', 'official_name', new_column_name='official')"
+    ) in proc.stderr
+    assert project.revisions() == before
 
-        proc = project.run("-c", REVISION_FROM_PYTHON, **ALLOW)
-        assert proc.returncode == 0, proc.stderr
-        source = project.new_revision(before)
-        assert "op.drop_column" in source and "op.add_column" in source
+    proc = project.run("-c", REVISION_FROM_PYTHON, **ALLOW)
+    assert proc.returncode == 0, proc.stderr
+    source = project.new_revision(before)
+    assert "op.drop_column" in source and "op.add_column" in source
 
 
-def test_a_table_renamed_without_its_foreign_keys_is_one_line(sync_engine: Engine, tmp_path: Path):
+def test_a_table_renamed_without_its_foreign_keys_is_one_line(project: ScratchProject):
     """__tablename__ changed but a ForeignKey still names the old table: autogenerate stops
     in one line naming it, not SQLAlchemy's traceback."""
-    with fresh_database(sync_engine) as url:
-        project = ScratchProject(tmp_path / "project", url)
-        assert project.alembic("upgrade", "head").returncode == 0
-        project.edit_models('__tablename__ = "subdivision"', '__tablename__ = "region"')
-        before = project.revisions()
+    project.edit_models('__tablename__ = "subdivision"', '__tablename__ = "region"')
+    before = project.revisions()
 
-        proc = project.alembic("revision", "--autogenerate", "-m", "rename subdivision")
-        assert alembic_failure(proc) == (
-            "error: src/models.py does not hold together: Foreign key associated with column "
-            "'region.parent_id' could not find table 'subdivision' with which to generate a "
-            "foreign key to target column 'id'; fix that ForeignKey"
-        )
-        assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
-        assert project.revisions() == before
+    proc = project.alembic("revision", "--autogenerate", "-m", "rename subdivision")
+    assert alembic_failure(proc) == (
+        "error: src/models.py does not hold together: Foreign key associated with column "
+        "'region.parent_id' could not find table 'subdivision' with which to generate a "
+        "foreign key to target column 'id'; fix that ForeignKey"
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert project.revisions() == before

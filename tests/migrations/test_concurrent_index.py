@@ -3,25 +3,24 @@ waits for every older transaction, on any table; that wait is bounded by
 MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS, not MIGRATION_LOCK_TIMEOUT_MS."""
 
 import subprocess
-import sys
 import time
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, text
 
 from src import migrate
 from src.config import PROJECT_ROOT, Settings
-from tests.helpers import child_env, current_version, fresh_database, script_directory
+from tests.helpers import (
+    child_env,
+    current_version,
+    eventually,
+    fresh_engine,
+    open_snapshot,
+    popen_python,
+    script_directory,
+)
 
 # The first of the project's concurrent-index revisions, and the one before it.
 CONCURRENT = "d6afc1b465f9"
-
-
-def open_snapshot(conn) -> int:
-    """What pg_dump or a long report does: a REPEATABLE READ snapshot, open. Its pid."""
-    conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
-    conn.exec_driver_sql("SELECT count(*) FROM country")
-    return conn.connection.dbapi_connection.get_backend_pid()
 
 
 def waiting_index_builds(engine: Engine) -> int:
@@ -34,23 +33,9 @@ def waiting_index_builds(engine: Engine) -> int:
         )
 
 
-def wait_until(predicate, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen in {seconds}s")
-        time.sleep(0.05)
-
-
 def migrator(url, **limits: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.migrate"],
-        cwd=PROJECT_ROOT,
-        env=child_env(url, MIGRATION_LOCK_TIMEOUT_MS="200", MIGRATION_LOCK_RETRIES="0", **limits),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = child_env(url, MIGRATION_LOCK_TIMEOUT_MS="200", MIGRATION_LOCK_RETRIES="0", **limits)
+    return popen_python("-m", "src.migrate", cwd=PROJECT_ROOT, env=env)
 
 
 def test_concurrent_index_outwaits_a_transaction_longer_than_lock_timeout(
@@ -61,26 +46,22 @@ def test_concurrent_index_outwaits_a_transaction_longer_than_lock_timeout(
     (head,) = script_directory().get_heads()
     before = script_directory().get_revision(CONCURRENT).down_revision
     assert isinstance(before, str)
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            migrate.upgrade(settings.for_database(url), target=before)
-            with engine.connect() as reader:
-                open_snapshot(reader)
-                proc = migrator(url)
-                wait_until(lambda: waiting_index_builds(engine) > 0, "an index build waiting")
-                # Ten lock timeouts' worth: without its own policy the build is cancelled.
-                time.sleep(2)
-                assert proc.poll() is None, proc.communicate()
-                reader.rollback()
-            out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, out + err
-            assert current_version(engine) == {head}
-            with engine.connect() as conn:
-                invalid = conn.scalar(text("SELECT count(*) FROM pg_index WHERE NOT indisvalid"))
-            assert invalid == 0
-        finally:
-            engine.dispose()
+    with fresh_engine(sync_engine) as (url, engine):
+        migrate.upgrade(settings.for_database(url), target=before)
+        with engine.connect() as reader:
+            open_snapshot(reader)
+            proc = migrator(url)
+            eventually(lambda: waiting_index_builds(engine) > 0, "an index build waiting", 60)
+            # Ten lock timeouts' worth: without its own policy the build is cancelled.
+            time.sleep(2)
+            assert proc.poll() is None, proc.communicate()
+            reader.rollback()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+        assert current_version(engine) == {head}
+        with engine.connect() as conn:
+            invalid = conn.scalar(text("SELECT count(*) FROM pg_index WHERE NOT indisvalid"))
+        assert invalid == 0
 
 
 def test_concurrent_index_wait_is_bounded_by_its_own_setting(
@@ -92,26 +73,22 @@ def test_concurrent_index_wait_is_bounded_by_its_own_setting(
     (head,) = script_directory().get_heads()
     before = script_directory().get_revision(CONCURRENT).down_revision
     assert isinstance(before, str)
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
+    with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
-        try:
-            migrate.upgrade(fresh, target=before)
-            with engine.connect() as reader:
-                reader_pid = open_snapshot(reader)
-                proc = migrator(url, MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS="1000")
-                out, err = proc.communicate(timeout=120)
-                reader.rollback()
-            errors = [line for line in err.splitlines() if line.startswith("error:")]
-            assert proc.returncode == 1, out + err
-            assert "Traceback" not in err and len(errors) == 1, err
-            (line,) = errors
-            assert f"revision {CONCURRENT}" in line, line
-            assert "MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS=1000" in line, line
-            assert f"pid {reader_pid}" in line, line
-            assert current_version(engine) == {before}
+        migrate.upgrade(fresh, target=before)
+        with engine.connect() as reader:
+            reader_pid = open_snapshot(reader)
+            proc = migrator(url, MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS="1000")
+            out, err = proc.communicate(timeout=120)
+            reader.rollback()
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 1, out + err
+        assert "Traceback" not in err and len(errors) == 1, err
+        (line,) = errors
+        assert f"revision {CONCURRENT}" in line, line
+        assert "MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS=1000" in line, line
+        assert f"pid {reader_pid}" in line, line
+        assert current_version(engine) == {before}
 
-            assert migrate.upgrade(fresh).startswith("database upgraded")
-            assert current_version(engine) == {head}
-        finally:
-            engine.dispose()
+        assert migrate.upgrade(fresh).startswith("database upgraded")
+        assert current_version(engine) == {head}

@@ -24,13 +24,15 @@ from tests.helpers import (
     child_env,
     copy_project,
     current_version,
-    fresh_database,
+    fresh_engine,
     one_line_failure,
     run_python,
+    scratch_config,
     script_directory,
     url_string,
     wait_for,
     write_revision,
+    write_revision_on_head,
 )
 
 INSERTED = "1a5e27ed0001"
@@ -69,39 +71,35 @@ def test_revision_inserted_below_the_head_is_refused_by_migrate_and_ready(
     """The database applied the real history; a copy of the project then gets a revision
     inserted mid-chain. `python -m src.migrate` (what start and Docker run) fails in one
     line naming it, changes nothing, and the copy's API answers /ready with 503."""
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
+    with fresh_engine(sync_engine) as (url, engine):
+        migrate.upgrade(settings.for_database(url))
+        project = copy_project(tmp_path / "project")
+        head, _ = insert_mid_chain(project / "alembic" / "versions")
+
+        proc = run_python("-m", "src.migrate", cwd=project, env=child_env(url))
+        line = one_line_failure(proc)
+        assert f"history edited: revision {INSERTED}" in line, line
+        assert f"below the database's head {head}" in line, line
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert current_version(engine) == {head}
+        assert "sneaky" not in columns(engine)
+
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)],
+            cwd=project,
+            env=child_env(url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            migrate.upgrade(settings.for_database(url))
-            project = copy_project(tmp_path / "project")
-            head, _ = insert_mid_chain(project / "alembic" / "versions")
-
-            proc = run_python("-m", "src.migrate", cwd=project, env=child_env(url))
-            line = one_line_failure(proc)
-            assert f"history edited: revision {INSERTED}" in line, line
-            assert f"below the database's head {head}" in line, line
-            assert "Traceback" not in proc.stdout + proc.stderr
-            assert current_version(engine) == {head}
-            assert "sneaky" not in columns(engine)
-
-            port = free_port()
-            server = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)],
-                cwd=project,
-                env=child_env(url),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                wait_for(f"http://127.0.0.1:{port}/health", server)
-                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10)
-            finally:
-                server.terminate()
-                server.wait(timeout=10)
-            assert ready.status_code == 503, ready.text
-            assert f"history edited: revision {INSERTED}" in ready.json()["detail"]
+            wait_for(f"http://127.0.0.1:{port}/health", server)
+            ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10)
         finally:
-            engine.dispose()
+            server.terminate()
+            server.wait(timeout=10)
+        assert ready.status_code == 503, ready.text
+        assert f"history edited: revision {INSERTED}" in ready.json()["detail"]
 
 
 async def test_revision_removed_below_the_head_is_refused(
@@ -111,30 +109,25 @@ async def test_revision_removed_below_the_head_is_refused(
     removed from alembic/versions): the project's migrate and /ready name the head that
     now follows another revision."""
     head, below = insert_mid_chain(scratch_alembic / "versions")
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
+    with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
-        scratch = migrate.alembic_config(fresh)
-        scratch.set_main_option("script_location", str(scratch_alembic))
-        try:
-            migrate.upgrade(fresh, cfg=scratch)
-            assert "sneaky" in columns(engine)
+        scratch = scratch_config(fresh, scratch_alembic)
+        migrate.upgrade(fresh, cfg=scratch)
+        assert "sneaky" in columns(engine)
 
-            with pytest.raises(history.HistoryError) as refused:
-                migrate.upgrade(fresh)
-            message = str(refused.value)
-            assert f"revision {head}" in message and f"now follows {below}" in message
-            assert f"applied it after {INSERTED}" in message
-            assert "\n" not in message
+        with pytest.raises(history.HistoryError) as refused:
+            migrate.upgrade(fresh)
+        message = str(refused.value)
+        assert f"revision {head}" in message and f"now follows {below}" in message
+        assert f"applied it after {INSERTED}" in message
+        assert "\n" not in message
 
-            async with LifespanManager(create_app(fresh)) as manager:
-                transport = httpx.ASGITransport(app=manager.app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                    ready = await client.get("/ready")
-            assert ready.status_code == 503, ready.text
-            assert f"revision {head}" in ready.json()["detail"]
-        finally:
-            engine.dispose()
+        async with LifespanManager(create_app(fresh)) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                ready = await client.get("/ready")
+        assert ready.status_code == 503, ready.text
+        assert f"revision {head}" in ready.json()["detail"]
 
 
 def test_database_migrated_before_fingerprints_is_backfilled(
@@ -143,44 +136,37 @@ def test_database_migrated_before_fingerprints_is_backfilled(
     """No fingerprint table (migrated by the code before this check): migrate records
     the history as it is instead of refusing; an edit after that is caught, by migrate
     and by the `history` gate. The API's role may read the table (for /ready), not write it."""
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
+    with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
+        migrate.upgrade(fresh)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE {history.TABLE}")
+        done = migrate.upgrade(fresh)
+        assert "recorded its history" in done, done
+        with engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT revision, state, note FROM {history.TABLE}"))
+            recorded = {r.revision: (r.state, r.note) for r in rows}
+        expected = {r.revision for r in script_directory().walk_revisions()}
+        assert recorded == {rev: ("applied", "backfilled") for rev in expected}
+        assert migrate.upgrade(fresh).startswith("database already at head")
+
+        insert_mid_chain(scratch_alembic / "versions")
+        scratch = scratch_config(fresh, scratch_alembic)
+        with pytest.raises(history.HistoryError, match=f"revision {INSERTED}"):
+            migrate.upgrade(fresh, cfg=scratch)
+        # The gate, on the configured database (here the fresh one): one line.
+        (problem,) = migration_checks.run_gates("history", fresh, scratch)
+        assert problem.startswith(f"history: history edited: revision {INSERTED}"), problem
+
+        app_url = make_app_url(url_string(url))
+        app = create_engine(app_url, poolclass=NullPool)
         try:
-            migrate.upgrade(fresh)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"DROP TABLE {history.TABLE}")
-            done = migrate.upgrade(fresh)
-            assert "recorded its history" in done, done
-            with engine.connect() as conn:
-                rows = conn.execute(text(f"SELECT revision, state, note FROM {history.TABLE}"))
-                recorded = {r.revision: (r.state, r.note) for r in rows}
-            expected = {r.revision for r in script_directory().walk_revisions()}
-            assert recorded == {rev: ("applied", "backfilled") for rev in expected}
-            assert migrate.upgrade(fresh).startswith("database already at head")
-
-            insert_mid_chain(scratch_alembic / "versions")
-            scratch = migrate.alembic_config(fresh)
-            scratch.set_main_option("script_location", str(scratch_alembic))
-            with pytest.raises(history.HistoryError, match=f"revision {INSERTED}"):
-                migrate.upgrade(fresh, cfg=scratch)
-            # The gate, on the configured database (here the fresh one): one line.
-            (problem,) = migration_checks.run_gates("history", fresh, scratch)
-            assert problem.startswith(f"history: history edited: revision {INSERTED}"), problem
-
-            app_url = make_app_url(url_string(url))
-            app = create_engine(app_url, poolclass=NullPool)
-            try:
-                with app.connect() as conn:
-                    assert conn.scalar(text(f"SELECT count(*) FROM {history.TABLE}")) == len(
-                        expected
-                    )
-                    with pytest.raises(DBAPIError, match="permission denied"):
-                        conn.execute(text(f"DELETE FROM {history.TABLE}"))
-            finally:
-                app.dispose()
+            with app.connect() as conn:
+                assert conn.scalar(text(f"SELECT count(*) FROM {history.TABLE}")) == len(expected)
+                with pytest.raises(DBAPIError, match="permission denied"):
+                    conn.execute(text(f"DELETE FROM {history.TABLE}"))
         finally:
-            engine.dispose()
+            app.dispose()
 
 
 def make_app_url(owner_url: str) -> str:
@@ -192,34 +178,27 @@ def test_revision_applied_by_offline_sql_on_top_is_recorded_not_refused(
 ):
     """A DBA applies the newest revision from `alembic upgrade --sql` output: the runner
     then finds it without a row but with nothing recorded above it, and records it."""
-    (head,) = script_directory().get_heads()
     offline = "0ff1e0000001"
-    write_revision(
+    write_revision_on_head(
         scratch_alembic / "versions",
         offline,
-        head,
         "def upgrade() -> None:\n"
         '    op.add_column("country", sa.Column("offline", sa.Text()))\n\n\n'
         "def downgrade() -> None:\n"
         '    op.drop_column("country", "offline")\n',
     )
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
+    with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
-        scratch = migrate.alembic_config(fresh)
-        scratch.set_main_option("script_location", str(scratch_alembic))
-        try:
-            migrate.upgrade(fresh)
-            with engine.begin() as conn:  # what the DBA's script does
-                conn.exec_driver_sql("ALTER TABLE country ADD COLUMN offline TEXT")
-                conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": offline})
-            done = migrate.upgrade(fresh, cfg=scratch)
-            assert done.startswith(f"database already at {offline}; recorded its history"), done
-            with engine.connect() as conn:
-                note = conn.scalar(
-                    text(f"SELECT note FROM {history.TABLE} WHERE revision = :r"), {"r": offline}
-                )
-            assert note == "backfilled"
-            assert migrate.upgrade(fresh, cfg=scratch).startswith("database already at head")
-        finally:
-            engine.dispose()
+        scratch = scratch_config(fresh, scratch_alembic)
+        migrate.upgrade(fresh)
+        with engine.begin() as conn:  # what the DBA's script does
+            conn.exec_driver_sql("ALTER TABLE country ADD COLUMN offline TEXT")
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": offline})
+        done = migrate.upgrade(fresh, cfg=scratch)
+        assert done.startswith(f"database already at {offline}; recorded its history"), done
+        with engine.connect() as conn:
+            note = conn.scalar(
+                text(f"SELECT note FROM {history.TABLE} WHERE revision = :r"), {"r": offline}
+            )
+        assert note == "backfilled"
+        assert migrate.upgrade(fresh, cfg=scratch).startswith("database already at head")

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
 from src.config import PROJECT_ROOT, Settings
 from src.migrate import MIGRATION_LOCK_ID, MigrationError, migration_lock
@@ -17,7 +16,7 @@ from tests.helpers import (
     child_env,
     config_for,
     current_version,
-    fresh_database,
+    fresh_engine,
     row_counts,
     run_python,
     schema_diff,
@@ -29,21 +28,17 @@ from tests.helpers import (
 
 def test_migration_lock_is_exclusive_and_bounded(sync_engine: Engine):
     """Held on one connection (by raw id), a second migration_lock() gives up on time."""
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            with engine.connect() as holder:
-                holder.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_ID)))
-                started = time.monotonic()
-                with pytest.raises(MigrationError, match=r"held the migration lock for over 0\.5s"):
-                    with migration_lock(engine, wait_seconds=0.5):
-                        pytest.fail("took a lock that another session holds")
-                assert 0.5 <= time.monotonic() - started < 3
-                holder.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK_ID)))
-            with migration_lock(engine, wait_seconds=0.5):
-                pass  # free again
-        finally:
-            engine.dispose()
+    with fresh_engine(sync_engine) as (_, engine):
+        with engine.connect() as holder:
+            holder.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_ID)))
+            started = time.monotonic()
+            with pytest.raises(MigrationError, match=r"held the migration lock for over 0\.5s"):
+                with migration_lock(engine, wait_seconds=0.5):
+                    pytest.fail("took a lock that another session holds")
+            assert 0.5 <= time.monotonic() - started < 3
+            holder.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK_ID)))
+        with migration_lock(engine, wait_seconds=0.5):
+            pass  # free again
 
 
 @pytest.mark.parametrize(
@@ -54,27 +49,23 @@ def test_migration_lock_is_exclusive_and_bounded(sync_engine: Engine):
 def test_second_migrator_fails_fast_with_a_clear_message(sync_engine: Engine, migrator):
     """While the lock is held, a migrator with MIGRATION_LOCK_WAIT_SECONDS=1 gives up
     after about a second with one line that says what to do, and changes nothing."""
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            with migration_lock(engine, wait_seconds=5):
-                started = time.monotonic()
-                proc = run_python(
-                    *migrator,
-                    cwd=PROJECT_ROOT,
-                    env=child_env(url, MIGRATION_LOCK_WAIT_SECONDS="1"),
-                    timeout=60,
-                )
-                elapsed = time.monotonic() - started
-            output = proc.stdout + proc.stderr
-            assert proc.returncode != 0, output
-            assert "another migration has held the migration lock for over 1s" in output
-            assert "MIGRATION_LOCK_WAIT_SECONDS" in output
-            assert "Traceback" not in output
-            assert 1 <= elapsed < 20, elapsed
-            assert current_version(engine) == set()
-        finally:
-            engine.dispose()
+    with fresh_engine(sync_engine) as (url, engine):
+        with migration_lock(engine, wait_seconds=5):
+            started = time.monotonic()
+            proc = run_python(
+                *migrator,
+                cwd=PROJECT_ROOT,
+                env=child_env(url, MIGRATION_LOCK_WAIT_SECONDS="1"),
+                timeout=60,
+            )
+            elapsed = time.monotonic() - started
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0, output
+        assert "another migration has held the migration lock for over 1s" in output
+        assert "MIGRATION_LOCK_WAIT_SECONDS" in output
+        assert "Traceback" not in output
+        assert 1 <= elapsed < 20, elapsed
+        assert current_version(engine) == set()
 
 
 # The Settings field each revision runs into, the revision's one statement, and what
@@ -106,29 +97,25 @@ def test_migration_timeouts_cancel_a_blocked_or_slow_revision(
     per-migration timeouts from settings (not left queueing every other query)."""
     script = script_directory()
     (head,) = script.get_heads()
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
+    with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
-        try:
-            command.upgrade(config_for(fresh, engine), "head")
-            table = sorted(row_counts(engine))[0]
-            write_revision(
-                scratch_alembic / "versions",
-                "5104a11e55ed",
-                head,
-                f"def upgrade() -> None:\n    {statement.format(table=table)}\n\n\n"
-                "def downgrade() -> None:\n    pass\n",
-            )
-            limited = fresh.model_copy(update={field: 300, "migration_lock_retries": 0})
-            before = schema_snapshot(engine)
-            with engine.connect() as reader:
-                reader.execute(text(f'LOCK TABLE "{table}" IN ACCESS SHARE MODE'))  # a long read
-                started = time.monotonic()
-                with pytest.raises(raised[0], match=raised[1]):
-                    command.upgrade(config_for(limited, engine, scratch_alembic), "head")
-                assert time.monotonic() - started < 5
-                reader.rollback()
-            assert current_version(engine) == {head}
-            assert not schema_diff(before, schema_snapshot(engine))
-        finally:
-            engine.dispose()
+        command.upgrade(config_for(fresh, engine), "head")
+        table = sorted(row_counts(engine))[0]
+        write_revision(
+            scratch_alembic / "versions",
+            "5104a11e55ed",
+            head,
+            f"def upgrade() -> None:\n    {statement.format(table=table)}\n\n\n"
+            "def downgrade() -> None:\n    pass\n",
+        )
+        limited = fresh.model_copy(update={field: 300, "migration_lock_retries": 0})
+        before = schema_snapshot(engine)
+        with engine.connect() as reader:
+            reader.execute(text(f'LOCK TABLE "{table}" IN ACCESS SHARE MODE'))  # a long read
+            started = time.monotonic()
+            with pytest.raises(raised[0], match=raised[1]):
+                command.upgrade(config_for(limited, engine, scratch_alembic), "head")
+            assert time.monotonic() - started < 5
+            reader.rollback()
+        assert current_version(engine) == {head}
+        assert not schema_diff(before, schema_snapshot(engine))

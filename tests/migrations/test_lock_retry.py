@@ -3,21 +3,20 @@ retried with backoff, naming the blocker (PID, query, age); when the retries run
 runner fails in one line, exit 1."""
 
 import subprocess
-import sys
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, inspect
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Connection, Engine, inspect
 
 from src import migrate
 from src.config import Settings
 from tests.helpers import (
+    backend_pid,
     child_env,
     copy_project,
     current_version,
-    fresh_database,
-    script_directory,
-    write_revision,
+    fresh_engine,
+    popen_python,
+    write_revision_on_head,
 )
 
 REVISION = "b10cced0a17e"
@@ -26,12 +25,10 @@ BLOCKER_QUERY = "LOCK TABLE country IN ACCESS SHARE MODE"
 
 def blocked_project(tmp_path: Path) -> tuple[Path, str]:
     """A copy of the project with one more revision, an ALTER TABLE country."""
-    (head,) = script_directory().get_heads()
     project = copy_project(tmp_path / "project")
-    write_revision(
+    head = write_revision_on_head(
         project / "alembic" / "versions",
         REVISION,
-        head,
         "def upgrade() -> None:\n"
         '    op.add_column("country", sa.Column("late", sa.Text()))\n\n\n'
         "def downgrade() -> None:\n"
@@ -42,14 +39,13 @@ def blocked_project(tmp_path: Path) -> tuple[Path, str]:
 
 def migrator(project: Path, url, **limits: str) -> subprocess.Popen:
     env = child_env(url, MIGRATION_LOCK_TIMEOUT_MS="200", **limits)
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.migrate"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return popen_python("-m", "src.migrate", cwd=project, env=env)
+
+
+def hold_lock(blocker: Connection) -> int:
+    """The lock the revision's ALTER TABLE waits for, held idle in transaction. Its pid."""
+    blocker.exec_driver_sql(BLOCKER_QUERY)
+    return backend_pid(blocker)
 
 
 def test_blocked_alter_is_retried_and_succeeds_once_the_blocker_ends(
@@ -59,39 +55,34 @@ def test_blocked_alter_is_retried_and_succeeds_once_the_blocker_ends(
     cancelled by lock_timeout, says who blocks it, and retries; once that session ends,
     the retry applies the revision."""
     project, _ = blocked_project(tmp_path)
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            migrate.upgrade(settings.for_database(url))
-            with engine.connect() as blocker:
-                blocker_pid = blocker.connection.dbapi_connection.get_backend_pid()
-                blocker.exec_driver_sql(BLOCKER_QUERY)
-                proc = migrator(
-                    project,
-                    url,
-                    MIGRATION_LOCK_RETRIES="20",
-                    MIGRATION_LOCK_RETRY_DELAY_SECONDS="0.2",
-                )
-                assert proc.stderr is not None
-                seen = []
-                for line in proc.stderr:  # until the first retry is announced
-                    seen.append(line)
-                    if "lock timeout in revision" in line:
-                        break
-                else:
-                    raise AssertionError(f"no retry announced: {''.join(seen)}")
-                blocker.rollback()
-            out, err = proc.communicate(timeout=120)
-            retry = seen[-1]
-            assert proc.returncode == 0, "".join(seen) + err
-            assert f"revision {REVISION}" in retry and "attempt 1 of 21" in retry, retry
-            assert f"blocked by pid {blocker_pid}" in retry, retry
-            assert BLOCKER_QUERY in retry and "idle in transaction for " in retry, retry
-            assert "upgraded from" in out and REVISION in out, out
-            assert current_version(engine) == {REVISION}
-            assert "late" in {c["name"] for c in inspect(engine).get_columns("country")}
-        finally:
-            engine.dispose()
+    with fresh_engine(sync_engine) as (url, engine):
+        migrate.upgrade(settings.for_database(url))
+        with engine.connect() as blocker:
+            blocker_pid = hold_lock(blocker)
+            proc = migrator(
+                project,
+                url,
+                MIGRATION_LOCK_RETRIES="20",
+                MIGRATION_LOCK_RETRY_DELAY_SECONDS="0.2",
+            )
+            assert proc.stderr is not None
+            seen = []
+            for line in proc.stderr:  # until the first retry is announced
+                seen.append(line)
+                if "lock timeout in revision" in line:
+                    break
+            else:
+                raise AssertionError(f"no retry announced: {''.join(seen)}")
+            blocker.rollback()
+        out, err = proc.communicate(timeout=120)
+        retry = seen[-1]
+        assert proc.returncode == 0, "".join(seen) + err
+        assert f"revision {REVISION}" in retry and "attempt 1 of 21" in retry, retry
+        assert f"blocked by pid {blocker_pid}" in retry, retry
+        assert BLOCKER_QUERY in retry and "idle in transaction for " in retry, retry
+        assert "upgraded from" in out and REVISION in out, out
+        assert current_version(engine) == {REVISION}
+        assert "late" in {c["name"] for c in inspect(engine).get_columns("country")}
 
 
 def test_retries_exhausted_fail_in_one_line(
@@ -100,31 +91,26 @@ def test_retries_exhausted_fail_in_one_line(
     """The blocker stays: after MIGRATION_LOCK_RETRIES retries the runner exits 1 with one
     line naming the revision, the blocker and the setting; nothing is applied."""
     project, head = blocked_project(tmp_path)
-    with fresh_database(sync_engine) as url:
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            migrate.upgrade(settings.for_database(url))
-            with engine.connect() as blocker:
-                blocker_pid = blocker.connection.dbapi_connection.get_backend_pid()
-                blocker.exec_driver_sql(BLOCKER_QUERY)
-                proc = migrator(
-                    project,
-                    url,
-                    MIGRATION_LOCK_RETRIES="2",
-                    MIGRATION_LOCK_RETRY_DELAY_SECONDS="0.1",
-                )
-                out, err = proc.communicate(timeout=120)
-                blocker.rollback()
-            errors = [line for line in err.splitlines() if line.startswith("error:")]
-            retries = [line for line in err.splitlines() if "retrying in" in line]
-            assert proc.returncode == 1, out + err
-            assert "Traceback" not in out + err, err
-            assert len(errors) == 1, err
-            assert len(retries) == 2, err
-            (line,) = errors
-            assert f"revision {REVISION}" in line and "3 attempt(s)" in line, line
-            assert f"blocked by pid {blocker_pid}" in line and BLOCKER_QUERY in line, line
-            assert "MIGRATION_LOCK_RETRIES" in line and "MIGRATION_LOCK_TIMEOUT_MS=200" in line
-            assert current_version(engine) == {head}
-        finally:
-            engine.dispose()
+    with fresh_engine(sync_engine) as (url, engine):
+        migrate.upgrade(settings.for_database(url))
+        with engine.connect() as blocker:
+            blocker_pid = hold_lock(blocker)
+            proc = migrator(
+                project,
+                url,
+                MIGRATION_LOCK_RETRIES="2",
+                MIGRATION_LOCK_RETRY_DELAY_SECONDS="0.1",
+            )
+            out, err = proc.communicate(timeout=120)
+            blocker.rollback()
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        retries = [line for line in err.splitlines() if "retrying in" in line]
+        assert proc.returncode == 1, out + err
+        assert "Traceback" not in out + err, err
+        assert len(errors) == 1, err
+        assert len(retries) == 2, err
+        (line,) = errors
+        assert f"revision {REVISION}" in line and "3 attempt(s)" in line, line
+        assert f"blocked by pid {blocker_pid}" in line and BLOCKER_QUERY in line, line
+        assert "MIGRATION_LOCK_RETRIES" in line and "MIGRATION_LOCK_TIMEOUT_MS=200" in line
+        assert current_version(engine) == {head}

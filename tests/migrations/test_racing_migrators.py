@@ -1,8 +1,6 @@
 """Racing migrators: several processes migrate one empty database at the same time."""
 
 import re
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -10,7 +8,13 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
 from src.config import PROJECT_ROOT
-from tests.helpers import child_env, current_version, fresh_database, script_directory
+from tests.helpers import (
+    child_env,
+    current_version,
+    fresh_database,
+    popen_python,
+    script_directory,
+)
 
 RUNNING_UPGRADE = re.compile(r"Running upgrade (\S*) -> (\w+)")
 
@@ -27,17 +31,7 @@ def test_racing_migrators_apply_each_revision_once(sync_engine: Engine, migrator
     expected = {rev.revision for rev in script.walk_revisions("base", "heads")}
     with fresh_database(sync_engine) as url:
         env = child_env(url, MIGRATION_LOCK_WAIT_SECONDS="120")
-        procs = [
-            subprocess.Popen(
-                [sys.executable, *migrator],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(5)
-        ]
+        procs = [popen_python(*migrator, cwd=PROJECT_ROOT, env=env) for _ in range(5)]
         outputs = []
         for proc in procs:
             out, err = proc.communicate(timeout=180)
