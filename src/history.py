@@ -242,13 +242,12 @@ def sync_to(conn: Connection, code: CodeHistory, heads: Iterable[str]) -> None:
             record_applied(conn, code, rev.revision, note="stamped")
 
 
-def ready_problem(conn: Connection, code: CodeHistory) -> str | None:
-    """For /ready (read-only, the API's role): why this database's history is not the
-    code's. One query when all is well: the heads' chain hashes."""
+def ready_problem(conn: Connection, code: CodeHistory, heads: set[str]) -> str | None:
+    """For /ready (read-only, the API's role): why this database, at `heads` (read by the
+    caller), did not apply the code's history. One query when all is well."""
     recorded = read_recorded(conn)
     if not recorded:  # migrated before the fingerprints: nothing to compare yet
         return None
-    heads = db_heads(conn)
     hashes = {r: row.chain_hash for r, row in recorded.items()}
     if all(h in code.revisions and hashes.get(h) == code.revisions[h].chain_hash for h in heads):
         return None

@@ -27,7 +27,7 @@ def _schema_state(code: history.CodeHistory):
 
     def read(conn: Connection) -> tuple[set[str], str | None]:
         heads = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
-        return heads, (history.ready_problem(conn, code) if heads == code.heads else None)
+        return heads, (history.ready_problem(conn, code, heads) if heads == code.heads else None)
 
     return read
 
