@@ -12,7 +12,7 @@ import uuid
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from src.cli import CommandFailure
+from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, read_settings
 from src.errors import ErrorBody
 from src.logs import configure_logging
@@ -206,13 +206,10 @@ def __getattr__(name: str) -> type[BoundedHttpTools]:
 
 
 def main() -> int:
-    try:
+    with fail_on_errors():
         settings = read_settings()
         if problem := settings.startup_problem():
             raise CommandFailure(problem)
-    except CommandFailure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     serve(settings)
     return 0
 
