@@ -53,7 +53,7 @@ from typing import Any
 import psycopg2
 
 from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
-from src import migrate
+from src import logs, migrate
 from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, env_for_url, read_settings
 
@@ -82,7 +82,8 @@ TARGETS = {
 LOG_ENV = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
 TARGET_ENV = {"cached": {"CACHE_ENABLED": "true"}, "app-nolog": {"LOG_LEVEL": "WARNING"}}
 LOGGING_GOAL = 0.90  # access logging may cost at most 10% of throughput
-ACCESS_LOGGER = '"src.access"'  # the logger of the app's JSON access lines (src/logs.py)
+# How the app's JSON access lines name their logger.
+ACCESS_LOGGER = f'"{logs.ACCESS_LOGGER}"'
 # The cached app against the database-path ceiling and the web ceiling (docs/cache.md).
 CACHE_GOALS = {"get": (1.2, 0.8), "list": (1.0, None)}
 CACHE_P99_GOAL_MS = 20.0
