@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import OperationalError
@@ -156,9 +157,8 @@ def _split(joined: str) -> tuple[str, ...]:
 
 
 def db_heads(conn: Connection) -> set[str]:
-    if conn.scalar(text("SELECT to_regclass('alembic_version')")) is None:
-        return set()
-    return set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+    """Where the database is (Alembic's alembic_version; empty when it has none)."""
+    return set(MigrationContext.configure(conn).get_current_heads())
 
 
 def check(conn: Connection, code: CodeHistory) -> bool:

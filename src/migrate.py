@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL, Connection, Engine, create_engine, func, select
@@ -54,7 +53,7 @@ def head_revisions(cfg: Config) -> set[str]:
 
 
 def current_revisions(connection: Connection) -> set[str]:
-    return set(MigrationContext.configure(connection).get_current_heads())
+    return history.db_heads(connection)
 
 
 def tls_problem(url: URL, reason: str) -> str | None:
