@@ -97,6 +97,7 @@ async def measure(
 ) -> list[tuple[str, float]]:
     from bench.ceiling_app import create_ceiling_app
     from bench.floor_app import create_floor_app
+    from bench.web_ceiling_app import create_web_ceiling_app
     from src.main import create_app
 
     by_code = [f"/country/{code}" for code in codes]
@@ -109,11 +110,17 @@ async def measure(
     async with LifespanManager(create_floor_app(settings)) as manager:
         cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
         results.append(("floor: GET /country/{code} (the app's FastAPI + asyncpg pool)", cost))
+    async with LifespanManager(create_web_ceiling_app(settings)) as manager:
+        cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
+        results.append(("web ceiling: GET /country/{code} (the app's FastAPI, from a dict)", cost))
     for pre_ping in (True, False):
-        app = create_app(settings.model_copy(update={"db_pool_pre_ping": pre_ping}))
-        async with LifespanManager(app) as manager:
+        uncached = {"db_pool_pre_ping": pre_ping, "cache_enabled": False}
+        async with LifespanManager(create_app(settings.model_copy(update=uncached))) as manager:
             cost = await cpu_per_call(asgi_get(manager.app, by_code), n)
-            label = f"app: GET /country/{{code}} (DB_POOL_PRE_PING={str(pre_ping).lower()})"
+            label = (
+                "app: GET /country/{code} "
+                f"(CACHE_ENABLED=false, DB_POOL_PRE_PING={str(pre_ping).lower()})"
+            )
             results.append((label, cost))
             if not pre_ping:
                 cost = await cpu_per_call(asgi_get(manager.app, ["/health"]), n)

@@ -9,20 +9,24 @@ everything on each notification. Three rules keep reads correct (docs/cache.md):
 - a read stores its result only if nothing was invalidated since it started (a generation
   counter), so a read that raced a write never stores the old version;
 - a write flushes its own process's cache before it answers.
+Entries are keyed by path and raw query string, the only inputs of these GETs besides
+If-None-Match, so `CacheHits` answers a hit before FastAPI routes or validates anything.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import asyncpg
 from fastapi import Request, Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from src import responses
 from src.config import Settings
-from src.responses import respond, serialize
 from src.tls import asyncpg_ssl
 
 logger = logging.getLogger(__name__)
@@ -37,19 +41,38 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 RETRY_SECONDS = (0.1, 5.0)  # first and longest wait between reconnects
 
 State = Literal["subscribed", "not subscribed", "off"]
+Key = tuple[str, bytes]  # path, raw query string
+IF_NONE_MATCH = b"if-none-match"
 
 
 @dataclass(frozen=True, slots=True)
 class Cached:
+    """A 200's body, and the headers of its 200 and 304 as the route's Response builds them."""
+
     body: bytes
     etag: str
+    ok_headers: list[tuple[bytes, bytes]]
+    not_modified_headers: list[tuple[bytes, bytes]]
+    route: BaseRoute | None  # what the access line names when CacheHits answers
+
+    @classmethod
+    def of(cls, content: Any, route: BaseRoute | None) -> "Cached":
+        body, etag = responses.serialize(content)
+        ok, not_modified = responses.ok(body, etag), responses.not_modified(etag)
+        return cls(body, etag, ok.raw_headers, not_modified.raw_headers, route)
 
 
 class ResponseCache:
     """Serialized responses by key, served only while the listener is subscribed."""
 
-    def __init__(self, max_bytes: int, off_reason: str | None = None) -> None:
-        self._entries: dict[Hashable, Cached] = {}
+    def __init__(
+        self,
+        max_bytes: int,
+        connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+        off_reason: str | None = None,
+    ) -> None:
+        self._connect = connect
+        self._entries: dict[Key, Cached] = {}
         self._bytes = 0
         self._max_bytes = max_bytes
         self.generation = 0
@@ -69,14 +92,14 @@ class ResponseCache:
             return "off"
         return "subscribed" if self.subscribed else "not subscribed"
 
-    def get(self, key: Hashable) -> Cached | None:
+    def get(self, key: Key) -> Cached | None:
         return self._entries.get(key) if self.subscribed else None
 
     def ticket(self) -> int | None:
         """Taken before a read: the generation it may store under (None: it may not)."""
         return self.generation if self.subscribed else None
 
-    def put(self, key: Hashable, ticket: int | None, entry: Cached) -> None:
+    def put(self, key: Key, ticket: int | None, entry: Cached) -> None:
         if ticket is None or ticket != self.generation or not self.subscribed:
             return
         size = len(entry.body)
@@ -101,9 +124,10 @@ class ResponseCache:
 
     # --- the listener ---------------------------------------------------------------
 
-    def start(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
-        if self.off_reason is None:
-            self._task = asyncio.create_task(self._listen(connect), name=LISTENER_NAME)
+    def start(self) -> None:
+        """Start listening (in the app's lifespan: it needs the running loop)."""
+        if self.off_reason is None and self._connect is not None:
+            self._task = asyncio.create_task(self._listen(self._connect), name=LISTENER_NAME)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -163,17 +187,17 @@ async def pooler_problem(conn: asyncpg.Connection) -> str | None:
 
 
 def response_cache(settings: Settings) -> ResponseCache:
-    """The app's cache, listening unless it is off (and why, logged once)."""
+    """The app's cache, off if the settings say so (and why, logged once); `start()` it."""
     max_bytes = settings.cache_max_mb * 1024 * 1024
     if not settings.cache_enabled:
-        return ResponseCache(max_bytes, "CACHE_ENABLED=false")
+        return ResponseCache(max_bytes, off_reason="CACHE_ENABLED=false")
     if settings.db_transaction_pooler and not settings.cache_listen_database_url:
         reason = (
             "DB_TRANSACTION_POOLER=true and LISTEN does not work through a transaction "
             "pooler; set CACHE_LISTEN_DATABASE_URL to PostgreSQL itself to keep the cache"
         )
         logger.warning("response cache off: %s", reason)
-        return ResponseCache(max_bytes, reason)
+        return ResponseCache(max_bytes, off_reason=reason)
     url = settings.cache_listen_url
     ssl = asyncpg_ssl(settings.cache_listen_tls)
 
@@ -189,24 +213,45 @@ def response_cache(settings: Settings) -> ResponseCache:
             **({"ssl": ssl} if ssl is not None else {}),
         )
 
-    cache = ResponseCache(max_bytes)
-    cache.start(connect)
-    return cache
+    return ResponseCache(max_bytes, connect)
 
 
 def of(request: Request) -> ResponseCache:
     return request.app.state.cache
 
 
-async def cached_json(
-    request: Request, key: Hashable, load: Callable[[], Awaitable[Any]]
-) -> Response:
-    """The cached body for `key`, else `load()`'s content serialized (and kept, if no
-    invalidation happened meanwhile). An exception from `load` (a 404) is not kept."""
+async def cached_json(request: Request, load: Callable[[], Awaitable[Any]]) -> Response:
+    """`load()`'s content as this GET's response, kept (if no invalidation happened
+    meanwhile) for `CacheHits` to answer the next one. A 404 from `load` is not kept."""
     cache = of(request)
-    entry = cache.get(key)
-    if entry is None:
-        ticket = cache.ticket()
-        entry = Cached(*serialize(await load()))
-        cache.put(key, ticket, entry)
-    return respond(request, entry.body, entry.etag)
+    ticket = cache.ticket()
+    content = await load()
+    if ticket is None:  # not subscribed: nothing may be kept
+        return responses.json_with_etag(request, content)
+    entry = Cached.of(content, request.scope.get("route"))
+    cache.put((request.scope["path"], request.scope["query_string"]), ticket, entry)
+    return responses.respond(request, entry.body, entry.etag)
+
+
+class CacheHits:
+    """Pure ASGI, innermost: a GET the cache holds is answered before FastAPI routes,
+    validates or builds a Response, with the status, headers and bytes the route gave."""
+
+    def __init__(self, app: ASGIApp, cache: ResponseCache) -> None:
+        self.app = app
+        self.cache = cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            entry = self.cache.get((scope["path"], scope["query_string"]))
+            if entry is not None:
+                scope["route"] = entry.route
+                if_none_match = next((v for k, v in scope["headers"] if k == IF_NONE_MATCH), b"")
+                if if_none_match and responses.matches(if_none_match.decode("latin-1"), entry.etag):
+                    status, headers, body = 304, entry.not_modified_headers, b""
+                else:
+                    status, headers, body = 200, entry.ok_headers, entry.body
+                await send({"type": "http.response.start", "status": status, "headers": [*headers]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

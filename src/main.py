@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from src import errors, history
-from src.cache import response_cache
+from src.cache import CacheHits, response_cache
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.db import Database
@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
-        app.state.cache = cache = response_cache(settings)  # its LISTEN task starts here
+        cache.start()  # its LISTEN task
         try:
             yield
         finally:
@@ -76,8 +76,11 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
         redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.cache = cache = response_cache(settings)
     # Last added runs first: headers on everything, the 503 past the concurrency limit,
-    # then 405, then the body guards.
+    # then 405, then the body guards, then cache hits answered before any routing.
+    if cache.off_reason is None:
+        app.add_middleware(CacheHits, cache=cache)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     own = [route for route in app.routes if isinstance(route, Route)]  # /openapi.json
     routes = [*own, *docs.router.routes, *health.router.routes, *country.router.routes]

@@ -19,7 +19,8 @@ def etag_for(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def _matches(if_none_match: str, etag: str) -> bool:
+def matches(if_none_match: str, etag: str) -> bool:
+    """Whether an If-None-Match value names `etag` (weak comparison, RFC 9110 §13.1.2)."""
     if if_none_match.strip() == "*":
         return True
     candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
@@ -32,15 +33,26 @@ def serialize(content: Any) -> tuple[bytes, str]:
     return body, etag_for(body)
 
 
+def ok(body: bytes, etag: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, media_type=JSON, headers=_headers(etag, headers))
+
+
+def not_modified(etag: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=304, headers=_headers(etag, headers))
+
+
+def _headers(etag: str, headers: dict[str, str] | None) -> dict[str, str]:
+    return {"ETag": etag, "Cache-Control": "no-cache", **(headers or {})}
+
+
 def respond(
     request: Request, body: bytes, etag: str, headers: dict[str, str] | None = None
 ) -> Response:
     """`body` with its ETag, or 304 when If-None-Match names it."""
-    all_headers = {"ETag": etag, "Cache-Control": "no-cache", **(headers or {})}
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match and _matches(if_none_match, etag):
-        return Response(status_code=304, headers=all_headers)
-    return Response(body, media_type=JSON, headers=all_headers)
+    if if_none_match and matches(if_none_match, etag):
+        return not_modified(etag, headers)
+    return ok(body, etag, headers)
 
 
 def json_with_etag(

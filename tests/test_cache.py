@@ -5,6 +5,7 @@ change) have a generous deadline and assert the outcome, never a duration.
 """
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from devtools.embedded_pg import free_port
 from src import migrate
 from src.cache import LISTENER_NAME
 from src.config import PROJECT_ROOT, Settings
+from src.logs import ACCESS_LOGGER
+from src.main import create_app
 from tests.helpers import (
     API_KEY,
     APP_ROLE,
@@ -127,11 +130,13 @@ def sql(engine: Engine, statement: str) -> None:
 def triggers_disabled(engine: Engine) -> Iterator[None]:
     """Writes PostgreSQL does not announce: what a process then serves came from its
     cache (the owner's ALTER TABLE; enabled again whatever happens)."""
-    sql(engine, "ALTER TABLE country DISABLE TRIGGER country_notify_change")
+    for table in ("country", "subdivision"):
+        sql(engine, f"ALTER TABLE {table} DISABLE TRIGGER {table}_notify_change")
     try:
         yield
     finally:
-        sql(engine, "ALTER TABLE country ENABLE TRIGGER country_notify_change")
+        for table in ("country", "subdivision"):
+            sql(engine, f"ALTER TABLE {table} ENABLE TRIGGER {table}_notify_change")
 
 
 def warm(url: str) -> None:
@@ -278,6 +283,77 @@ def test_a_data_migration_invalidates(
                 )
 
 
+# --- hits, answered before FastAPI's routing ------------------------------------------
+
+UNANNOUNCED = (
+    "UPDATE country SET official_name = 'Unannounced' WHERE alpha2 = 'XC'",
+    "UPDATE subdivision SET name = 'Unannounced' WHERE code = 'XC-1'",
+)
+REQUEST_ONLY = {"x-request-id", "date"}
+
+
+def answer(response: httpx.Response) -> tuple:
+    """What a client sees of a response, but what differs per request."""
+    headers = sorted((k, v) for k, v in response.headers.items() if k not in REQUEST_ONLY)
+    return response.status_code, headers, response.content
+
+
+@pytest.mark.parametrize("path", [*PATHS, "/country/xc?ignored=1", "/country?limit=1&offset=2"])
+@pytest.mark.parametrize("variant", ["GET", "If-None-Match", "HEAD"])
+async def test_a_hit_is_answered_as_the_route_answered_it(settings, probe, path, variant):
+    """The first request reaches the route, which keeps the response; the second, after
+    an unannounced change, is the kept one: the same status, headers and bytes."""
+    app = create_app(settings)
+    async with LifespanManager(app) as manager, asgi_client(manager.app) as anon:
+        assert await settled(anon) == "subscribed"
+        await hit_and_route(app.state.cache, anon, probe, path, variant)
+
+
+async def hit_and_route(cache, anon, probe, path, variant) -> None:
+    etag = (await anon.get(path)).headers["etag"]
+    cache.invalidate()
+    method = "HEAD" if variant == "HEAD" else "GET"
+    headers = {"If-None-Match": f'W/"other", {etag}'} if variant == "If-None-Match" else {}
+    first = await anon.request(method, path, headers=headers)
+    with triggers_disabled(probe):
+        for statement in UNANNOUNCED:
+            sql(probe, statement)
+    second = await anon.request(method, path, headers=headers)
+    assert first.status_code == (304 if variant == "If-None-Match" else 200)
+    assert answer(second) == answer(first)
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]
+    assert second.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_hit_is_kept_only_for_the_exact_path_and_query(anon, probe):
+    """Routing and validation are skipped only for a request the route already answered:
+    the same bytes after decoding (path and query), not the same country."""
+    assert await settled(anon) == "subscribed"
+    assert (await anon.get("/country/FI")).status_code == 200
+    assert (await anon.get("/country/XC")).status_code == 200
+    with triggers_disabled(probe):
+        sql(probe, UNANNOUNCED[0])
+        # "ﬁ" (a ligature) upper-cases to "FI": not a code, whatever is cached.
+        assert (await anon.get("/country/%EF%AC%81")).status_code == 422
+        assert (await anon.get("/country/XC/")).status_code == 404
+        assert (await anon.get("/country/XC", params={"limit": "0"})).status_code == 200
+        assert (await anon.get("/country/xc")).json()["official_name"] == "Unannounced"
+        assert (await anon.get("/country/X%43")).json()["official_name"] is None  # /country/XC
+    assert (await anon.get("/country?limit=0")).status_code == 422
+
+
+async def test_a_hit_writes_the_access_line_of_its_route(anon, probe, log_lines):
+    lines = log_lines("json")
+    assert await settled(anon) == "subscribed"
+    for _ in range(2):
+        assert (await anon.get("/country/XC", headers={"X-Request-ID": "hit-1"})).status_code == 200
+    parsed = [json.loads(line) for line in lines() if line.startswith("{")]
+    access = [line for line in parsed if line.get("logger") == ACCESS_LOGGER]
+    assert [(a["route"], a["status"], a["request_id"]) for a in access[-2:]] == [
+        ("/country/{code}", 200, "hit-1")
+    ] * 2
+
+
 # --- the cache off ---------------------------------------------------------------------
 
 
@@ -327,15 +403,15 @@ async def test_behind_a_transaction_pooler_without_a_listen_url_the_cache_is_off
     assert "DB_TRANSACTION_POOLER=true" in line and "CACHE_LISTEN_DATABASE_URL" in line
 
 
+def asgi_client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
 @asynccontextmanager
 async def served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app in this process on `settings`, and a client to it."""
-    from src.main import create_app
-
-    async with LifespanManager(create_app(settings)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    async with LifespanManager(create_app(settings)) as manager, asgi_client(manager.app) as client:
+        yield client
 
 
 @pytest.fixture

@@ -72,11 +72,6 @@ def with_next_link(request: Request, page: dict[str, Any]) -> dict[str, Any]:
     return page
 
 
-def page_key(request: Request) -> tuple[str, bytes]:
-    """A page's cache key: its path and raw query (the `next` link repeats the query)."""
-    return request.scope["path"], request.scope["query_string"]
-
-
 async def write(request: Request, work: Work[T]) -> T:
     """A write, then this process's cache flushed before the response is sent (also when
     it failed: it may have committed). Other processes hear the database's NOTIFY."""
@@ -121,7 +116,7 @@ async def list_countries(
         )
         return with_next_link(request, page)
 
-    return await cache.cached_json(request, page_key(request), load)
+    return await cache.cached_json(request, load)
 
 
 @router.get(
@@ -138,7 +133,7 @@ async def get_country(request: Request, code: Code) -> Response:
             raise not_found(code)
         return found
 
-    return await cache.cached_json(request, code.upper(), load)
+    return await cache.cached_json(request, load)
 
 
 @router.get(
@@ -165,7 +160,7 @@ async def list_subdivisions(
             raise not_found(code)
         return with_next_link(request, page)
 
-    return await cache.cached_json(request, page_key(request), load)
+    return await cache.cached_json(request, load)
 
 
 @router.post(
