@@ -4,8 +4,9 @@ Same application as `src.main:app` (create_app: middleware, error handlers, the 
 path and query validation, the same ETag'd bodies and 304s), but `GET /country/{code}`
 and `GET /country` look their serialized bodies up in a dict: the countries are read
 once at startup, a page's body is built on its first request and kept forever. No
-database per request and no invalidation: what no cache behind FastAPI can beat, so
-cached app / web ceiling is what src/cache.py itself costs. Configured like the floor:
+database per request and no invalidation: what no cache behind FastAPI's routing could
+beat. src/cache.py answers its hits before that routing (CacheHits), so cached app / web
+ceiling above 1 is what skipping routing and validation gains. Configured like the floor:
 
     DATABASE_URL=postgresql://... uvicorn bench.web_ceiling_app:app
 """
