@@ -43,6 +43,10 @@ RETRY_SECONDS = (0.1, 5.0)  # first and longest wait between reconnects
 State = Literal["subscribed", "not subscribed", "off"]
 Key = tuple[str, bytes]  # path, raw query string
 IF_NONE_MATCH = b"if-none-match"
+# Bytes of CPython objects around an entry's data: the entry, its key, the body and ETag
+# objects, the header lists, a dict slot; and per header, its tuple and two bytes objects.
+ENTRY_OVERHEAD = 600
+HEADER_OVERHEAD = 150
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +62,16 @@ class Cached:
     @classmethod
     def of(cls, content: Any, route: BaseRoute | None) -> "Cached":
         body, etag = responses.serialize(content)
+        # orjson's bytes keep their whole write buffer (4 KiB at least): keep an exact copy.
+        body = memoryview(body).tobytes()
         ok, not_modified = responses.ok(body, etag), responses.not_modified(etag)
         return cls(body, etag, ok.raw_headers, not_modified.raw_headers, route)
+
+    def size(self, key: Key) -> int:
+        """What the entry and its key hold in memory, objects included (an upper bound)."""
+        headers = [*self.ok_headers, *self.not_modified_headers]
+        held = len(self.body) + len(key[0]) + len(key[1]) + sum(len(k) + len(v) for k, v in headers)
+        return held + ENTRY_OVERHEAD + HEADER_OVERHEAD * len(headers)
 
 
 class ResponseCache:
@@ -102,13 +114,14 @@ class ResponseCache:
     def put(self, key: Key, ticket: int | None, entry: Cached) -> None:
         if ticket is None or ticket != self.generation or not self.subscribed:
             return
-        size = len(entry.body)
+        size = entry.size(key)
         if size > self._max_bytes:
             return
         if (old := self._entries.pop(key, None)) is not None:
-            self._bytes -= len(old.body)
+            self._bytes -= old.size(key)
         while self._bytes + size > self._max_bytes:  # the oldest entries go first
-            self._bytes -= len(self._entries.pop(next(iter(self._entries))).body)
+            oldest = next(iter(self._entries))
+            self._bytes -= self._entries.pop(oldest).size(oldest)
         self._entries[key] = entry
         self._bytes += size
 

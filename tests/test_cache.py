@@ -5,10 +5,12 @@ change) have a generous deadline and assert the outcome, never a duration.
 """
 
 import asyncio
+import gc
 import json
 import logging
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -352,6 +354,32 @@ async def test_a_hit_writes_the_access_line_of_its_route(anon, probe, log_lines)
     assert [(a["route"], a["status"], a["request_id"]) for a in access[-2:]] == [
         ("/country/{code}", 200, "hit-1")
     ] * 2
+
+
+async def test_the_cache_holds_no_more_memory_than_cache_max_mb(settings, probe):
+    """Each kept response counts what it really holds (was: its body's length only, while
+    orjson's bytes kept a 4 KiB buffer each: ~25x CACHE_MAX_MB for small bodies)."""
+    app = create_app(settings.model_copy(update={"cache_max_mb": 1}))
+    async with LifespanManager(app) as manager, asgi_client(manager.app) as anon:
+        assert await settled(anon) == "subscribed"
+        for n in range(100):  # whatever the first requests allocate once, not kept bodies
+            assert (await anon.get(f"/country/XC?warm={n}")).status_code == 200
+        app.state.cache.invalidate()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(3000):  # 3,000 distinct keys, ~200-byte bodies
+                assert (await anon.get(f"/country/XC?n={n}")).status_code == 200
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        with triggers_disabled(probe):
+            sql(probe, UNANNOUNCED[0])
+            kept = await anon.get("/country/XC?n=2999")
+    assert kept.json()["official_name"] is None  # the newest entries were kept
+    assert grown < 1.25 * 1024 * 1024, f"{grown:,} bytes held by a 1 MiB cache"
 
 
 # --- the cache off ---------------------------------------------------------------------
