@@ -21,7 +21,7 @@ from devtools.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdi
 from src.cli import CommandFailure
 from src.config import PROJECT_ROOT, Settings, read_settings
 from src.logs import configure_logging
-from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD
+from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD, asgi_client
 
 SETTINGS = pytest.StashKey[Settings]()
 
@@ -111,19 +111,14 @@ async def app(request: pytest.FixtureRequest, settings: Settings, db: Engine) ->
 @pytest.fixture
 async def client(app) -> AsyncIterator[httpx.AsyncClient]:
     """Sends the API key, as a trusted writer would."""
-    transport = httpx.ASGITransport(app=app)
-    headers = {"X-API-Key": API_KEY}
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://test", headers=headers
-    ) as client:
+    async with asgi_client(app, {"X-API-Key": API_KEY}) as client:
         yield client
 
 
 @pytest.fixture
 async def anon(app) -> AsyncIterator[httpx.AsyncClient]:
     """No API key: reads only."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with asgi_client(app) as client:
         yield client
 
 

@@ -130,6 +130,12 @@ def fresh_engine(server: Engine) -> Iterator[tuple[URL, Engine]]:
             engine.dispose()
 
 
+def asgi_client(app, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    """A client calling `app` in this process (whoever holds the app runs its lifespan)."""
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+
+
 def url_string(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 

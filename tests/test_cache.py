@@ -31,6 +31,7 @@ from tests.helpers import (
     API_KEY,
     APP_ROLE,
     APP_ROLE_PASSWORD,
+    asgi_client,
     child_env,
     config_for,
     eventually,
@@ -429,10 +430,6 @@ async def test_behind_a_transaction_pooler_without_a_listen_url_the_cache_is_off
             assert (await client.get("/country/GB")).status_code == 200
     (line,) = [r.getMessage() for r in caplog.records if "response cache off" in r.getMessage()]
     assert "DB_TRANSACTION_POOLER=true" in line and "CACHE_LISTEN_DATABASE_URL" in line
-
-
-def asgi_client(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
 @asynccontextmanager

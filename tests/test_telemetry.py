@@ -32,6 +32,7 @@ from src.main import create_app
 from src.telemetry import Telemetry, exporters, from_settings, otlp_endpoint
 from tests.helpers import (
     API_KEY,
+    asgi_client,
     child_env,
     one_line_failure,
     run_python,
@@ -106,8 +107,7 @@ async def traced(settings: Settings, db: Engine) -> AsyncIterator[Traced]:
     telemetry = Telemetry(tracer_provider, MeterProvider(metric_readers=[metrics]))
     app = create_app(off(settings), telemetry=telemetry)
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with asgi_client(manager.app) as client:
             yield Traced(client, spans, metrics)
 
 
@@ -182,8 +182,7 @@ async def test_off_without_otel_settings_and_the_app_works(settings: Settings, d
     assert from_settings(off(settings)) is None
     app = create_app(off(settings))
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with asgi_client(manager.app) as client:
             assert (await client.get("/country/GB")).status_code == 200
     assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
 

@@ -21,6 +21,7 @@ from src.main import create_app
 from tests.helpers import (
     APP_ROLE,
     APP_ROLE_PASSWORD,
+    asgi_client,
     child_env,
     copy_project,
     current_version,
@@ -123,8 +124,7 @@ async def test_revision_removed_below_the_head_is_refused(
         assert "\n" not in message
 
         async with LifespanManager(create_app(fresh)) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async with asgi_client(manager.app) as client:
                 ready = await client.get("/ready")
         assert ready.status_code == 503, ready.text
         assert f"revision {head}" in ready.json()["detail"]
