@@ -309,19 +309,15 @@ async def test_a_hit_is_answered_as_the_route_answered_it(settings, probe, path,
     app = create_app(settings)
     async with LifespanManager(app) as manager, asgi_client(manager.app) as anon:
         assert await settled(anon) == "subscribed"
-        await hit_and_route(app.state.cache, anon, probe, path, variant)
-
-
-async def hit_and_route(cache, anon, probe, path, variant) -> None:
-    etag = (await anon.get(path)).headers["etag"]
-    cache.invalidate()
-    method = "HEAD" if variant == "HEAD" else "GET"
-    headers = {"If-None-Match": f'W/"other", {etag}'} if variant == "If-None-Match" else {}
-    first = await anon.request(method, path, headers=headers)
-    with triggers_disabled(probe):
-        for statement in UNANNOUNCED:
-            sql(probe, statement)
-    second = await anon.request(method, path, headers=headers)
+        etag = (await anon.get(path)).headers["etag"]
+        app.state.cache.invalidate()
+        method = "HEAD" if variant == "HEAD" else "GET"
+        headers = {"If-None-Match": f'W/"other", {etag}'} if variant == "If-None-Match" else {}
+        first = await anon.request(method, path, headers=headers)
+        with triggers_disabled(probe):
+            for statement in UNANNOUNCED:
+                sql(probe, statement)
+        second = await anon.request(method, path, headers=headers)
     assert first.status_code == (304 if variant == "If-None-Match" else 200)
     assert answer(second) == answer(first)
     assert second.headers["x-request-id"] != first.headers["x-request-id"]
