@@ -259,8 +259,8 @@ class CacheHits:
             entry = self.cache.get((scope["path"], scope["query_string"]))
             if entry is not None:
                 scope["route"] = entry.route
-                if_none_match = next((v for k, v in scope["headers"] if k == IF_NONE_MATCH), b"")
-                if if_none_match and responses.matches(if_none_match.decode("latin-1"), entry.etag):
+                header = (v.decode("latin-1") for k, v in scope["headers"] if k == IF_NONE_MATCH)
+                if responses.matches(next(header, None), entry.etag):
                     status, headers, body = 304, entry.not_modified_headers, b""
                 else:
                     status, headers, body = 200, entry.ok_headers, entry.body

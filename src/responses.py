@@ -19,8 +19,11 @@ def etag_for(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def matches(if_none_match: str, etag: str) -> bool:
-    """Whether an If-None-Match value names `etag` (weak comparison, RFC 9110 §13.1.2)."""
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match value (None: no such header) names `etag` (weak
+    comparison, RFC 9110 §13.1.2)."""
+    if not if_none_match:
+        return False
     if if_none_match.strip() == "*":
         return True
     candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
@@ -49,8 +52,7 @@ def respond(
     request: Request, body: bytes, etag: str, headers: dict[str, str] | None = None
 ) -> Response:
     """`body` with its ETag, or 304 when If-None-Match names it."""
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and matches(if_none_match, etag):
+    if matches(request.headers.get("if-none-match"), etag):
         return not_modified(etag, headers)
     return ok(body, etag, headers)
 
