@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
-# The API image. It also carries alembic/ and alembic.ini, so the same image runs the
-# one-shot migration (python -m src.migrate, the project's locked runner): the compose
-# `migrate` service, or a Kubernetes Job / initContainer.
-# /app mirrors the repository layout (src/, alembic/, alembic.ini), so src.config's
-# PROJECT_ROOT is /app. Settings come from the environment only: .env never reaches
+# The API image. It also carries alembic/, alembic.ini and the migration guard, so the same
+# image runs the one-shot migration (python -m alembic_pg_guard migrate, the project's
+# locked runner): the compose `migrate` service, or a Kubernetes Job / initContainer.
+# /app mirrors the repository layout (src/, alembic/, alembic.ini, alembic-pg-guard/), so
+# src.config's PROJECT_ROOT is /app. Settings come from the environment only: .env never reaches
 # the build context (.dockerignore).
 
 # One tested version: CI's (.ci/run), and one the Pipfile's [requires] python_version
@@ -20,6 +20,9 @@ WORKDIR /app
 # The same pipenv as .ci/run.
 RUN pip install --no-cache-dir pipenv==2026.10.3
 COPY Pipfile Pipfile.lock ./
+# The guard is installed from its path (editable: the venv points at /app/alembic-pg-guard,
+# which the runtime stage copies to the same place).
+COPY alembic-pg-guard ./alembic-pg-guard
 # --deploy: fail the build if Pipfile.lock is out of date with the Pipfile.
 RUN pipenv install --deploy
 
@@ -29,6 +32,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin
 WORKDIR /app
 # Owned by root and read-only for the app user: the service cannot rewrite its own code.
 COPY --from=build /app/.venv /app/.venv
+COPY alembic-pg-guard ./alembic-pg-guard
 COPY alembic.ini ./
 COPY alembic ./alembic
 COPY src ./src

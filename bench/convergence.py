@@ -22,7 +22,7 @@ import psycopg2
 
 from bench.run import Server, http_get, server_env
 from devtools.embedded_pg import throwaway
-from src import migrate
+from src import migrations
 from src.cli import CommandFailure, fail_on_errors
 from src.config import read_settings
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with fail_on_errors(), throwaway("country-converge-", database="converge") as pg:
         settings = read_settings().for_database(pg.url)
-        migrate.upgrade(settings)
+        migrations.upgrade(settings)
         env = {**server_env(pg, 4, 0), "CACHE_ENABLED": "true"}
         logs = pg.data_dir.parent
         sql = psycopg2.connect(pg.url)

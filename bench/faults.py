@@ -36,7 +36,7 @@ from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
 from devtools.embedded_pg import EmbeddedPostgres, throwaway
-from src import migrate
+from src import migrations
 from src.cli import CommandFailure, fail_on_errors
 from src.config import Settings, read_settings
 from src.main import create_app
@@ -223,7 +223,7 @@ async def fault_run(name: str, base: Settings, readers: int = 4) -> dict[str, An
                 "db_pool_size": 5,
             }
         )
-        await asyncio.to_thread(migrate.upgrade, settings)
+        await asyncio.to_thread(migrations.upgrade, settings)
         codes = free_codes(pg)
         run, stop = Run(), asyncio.Event()
         async with LifespanManager(create_app(settings)) as manager:

@@ -16,7 +16,7 @@ import psycopg2
 
 from bench.run import Load, Server, server_env
 from devtools.embedded_pg import EmbeddedPostgres, throwaway
-from src import migrate
+from src import migrations
 from src.config import Settings
 from src.schemas import encode_cursor
 
@@ -81,7 +81,7 @@ def run_growth(args: Any, wrk: str, base: Settings) -> dict[str, Any]:
     started = time.monotonic()
     with throwaway("country-growth-", user="bench", database="countries_growth") as pg:
         settings = base.for_database(pg.url)
-        print(f"PostgreSQL on {pg.host}:{pg.port}: {migrate.upgrade(settings)}", flush=True)
+        print(f"PostgreSQL on {pg.host}:{pg.port}: {migrations.upgrade(settings)}", flush=True)
         with closing(connect(pg)) as conn, conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO country (alpha2, alpha3, name) VALUES (%s, %s, %s) RETURNING id",

@@ -32,7 +32,7 @@ from sqlalchemy.util import greenlet_spawn  # not public: measured here only, fo
 
 from bench.run import query_database
 from devtools.embedded_pg import throwaway
-from src import migrate
+from src import migrations
 from src.cli import fail_on_errors
 from src.config import Settings, read_settings
 from src.logs import configure_logging
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = base.for_database(pg.url).model_copy(
             update={"db_pool_size": args.pool_size, "db_max_overflow": args.max_overflow}
         )
-        print(migrate.upgrade(settings), flush=True)
+        print(migrations.upgrade(settings), flush=True)
         codes = query_database(pg)[1]
         uvloop.install()
         results = asyncio.run(measure(settings, codes, args.requests, args.pairs))

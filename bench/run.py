@@ -1,7 +1,7 @@
 """`pipenv run bench`: the real app against a raw ceiling, side by side, under wrk.
 
 1. Starts a throwaway embedded PostgreSQL (free port, temp folder) and migrates it with
-   the project's own runner (src.migrate), so it holds the real schema and ISO data.
+   the project's own runner (src.migrations.upgrade), so it holds the real schema and ISO data.
 2. For each worker count, each round: serves the ceiling (bench/ceiling_app.py: Starlette
    + asyncpg), the floor (bench/floor_app.py: the real FastAPI app with these two reads on
    raw asyncpg) and the real app (src.main:app), one after the other (the order reverses
@@ -53,7 +53,7 @@ from typing import Any
 import psycopg2
 
 from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
-from src import logs, migrate
+from src import logs, migrations
 from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, env_for_url, read_settings
 
@@ -761,7 +761,7 @@ def bench(args: argparse.Namespace, wrk: str, base: Settings) -> dict[str, Any]:
         settings = base.for_database(pg.url).model_copy(
             update={"db_pool_size": args.pool_size, "db_max_overflow": args.max_overflow}
         )
-        print(f"PostgreSQL on {pg.host}:{pg.port}: {migrate.upgrade(settings)}", flush=True)
+        print(f"PostgreSQL on {pg.host}:{pg.port}: {migrations.upgrade(settings)}", flush=True)
         pg_version, codes = query_database(pg)
         workloads = {"get": [f"/country/{code}" for code in codes], "list": [LIST_PATH]}
         reference: dict[str, Any] = {}

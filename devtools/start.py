@@ -16,9 +16,9 @@ import urllib.request
 import psycopg2
 
 from devtools.embedded_pg import EmbeddedPostgres, ServerIdentity, from_settings
-from src import migrate
 from src.cli import CommandFailure, fail_on_errors
 from src.config import Settings, read_settings
+from src.migrations import HINTS, upgrade
 from src.serve import serve
 
 
@@ -54,8 +54,12 @@ def ensure_database(settings: Settings) -> tuple[EmbeddedPostgres, ServerIdentit
     if reason is None:
         return None
     url = settings.sync_url
-    if problem := migrate.tls_problem(url, reason):
-        raise StartError(problem)
+    if "SSL" in reason or "certificate" in reason:
+        mode = url.query.get("sslmode", "prefer")
+        raise StartError(
+            f"TLS to the database at {url.host}:{url.port} failed ({reason}) with "
+            f"sslmode={mode}; {HINTS.tls}"
+        )
     if not settings.db_is_local:
         raise StartError(f"cannot reach the database at {url.host}:{url.port}: {reason}")
     pg = from_settings(settings)
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         check_api_port(settings.api_host, settings.api_port)
         ours = ensure_database(settings)
         try:
-            print(migrate.upgrade(settings))
+            print(upgrade(settings))
             serve(settings, args.reload)
         finally:
             if ours is not None:

@@ -4,6 +4,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from alembic_pg_guard import GuardError
 from pydantic import ValidationError
 
 
@@ -25,7 +26,7 @@ def fail_on_errors() -> Iterator[None]:
         yield
     except ValidationError as exc:
         sys.exit(f"error: {settings_error_line(exc)}")
-    except CommandFailure as exc:
+    except (CommandFailure, GuardError) as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
         sys.exit(130)

@@ -9,18 +9,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from alembic_pg_guard import code_history
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
-from src import errors, history
+from src import errors
 from src.cache import CacheHits, response_cache
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.db import Database
 from src.logs import RequestContext, configure_logging
 from src.middleware import BodyGuard, ConcurrencyLimit, MethodGuard, SecurityHeaders
-from src.migrate import alembic_config
+from src.migrations import alembic_config
 from src.routes import country, docs, health
 from src.telemetry import Telemetry, from_settings
 
@@ -47,7 +48,7 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
                 "the API logs in as the schema owner: set POSTGRES_APP_USER and "
                 "POSTGRES_APP_PASSWORD for a role that can only read and write rows"
             )
-        app.state.code_history = history.code_history(alembic_config(settings))
+        app.state.code_history = code_history(alembic_config())
         # What exists now (modules, routes, schemas, metadata) lives as long as the process:
         # keep it out of the cyclic GC's full collections, which would stall every request
         # in flight to walk it; a higher threshold runs young collections less often.

@@ -82,9 +82,9 @@ def sync_engine(settings: Settings) -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def migrated(settings: Settings, sync_engine: Engine) -> Engine:
-    from src import migrate
+    from src import migrations
 
-    migrate.upgrade(settings)
+    migrations.upgrade(settings)
     return sync_engine
 
 

@@ -19,17 +19,19 @@ import httpx
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic_pg_guard import attach
+from alembic_pg_guard import upgrade as guard_upgrade
 from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from devtools.embedded_pg import UNPRIVILEGED_USER, free_port, port_in_use, traversable_tempdir
 from src.config import PROJECT_ROOT, Settings, env_for_url
-from src.migrate import alembic_config
+from src.migrations import alembic_config, guard_settings
 
 T = TypeVar("T")
 API_KEY = "test-api-key-0123456789"
-# The API's least-privilege role in the tests (src/roles.py creates it).
+# The API's least-privilege role in the tests (the migration runner creates it).
 APP_ROLE = "country_api_test"
 APP_ROLE_PASSWORD = "test-app-role-password"
 PROJECT_FILES = ("src", "devtools", "alembic", "alembic.ini", "pyproject.toml")
@@ -145,6 +147,11 @@ def scratch_config(settings: Settings, script_location: Path) -> Config:
     cfg = alembic_config(settings)
     cfg.set_main_option("script_location", str(script_location))
     return cfg
+
+
+def upgrade(settings: Settings, target: str = "head", cfg: Config | None = None) -> str:
+    """The guard's runner with `settings`, on the project's history or `cfg`'s."""
+    return guard_upgrade(attach(cfg or alembic_config(), guard_settings(settings)), target)
 
 
 def config_for(settings: Settings, engine: Engine, script_location: Path | None = None) -> Config:

@@ -22,7 +22,6 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import Engine, text
 
 from devtools.embedded_pg import free_port
-from src import migrate
 from src.cache import LISTENER_NAME
 from src.config import PROJECT_ROOT, Settings
 from src.logs import ACCESS_LOGGER
@@ -37,6 +36,7 @@ from tests.helpers import (
     eventually,
     fresh_engine,
     pgbouncer,
+    upgrade,
     url_string,
     wait_for,
     write_revision_on_head,
@@ -272,7 +272,7 @@ def test_a_data_migration_invalidates(
     )
     with fresh_engine(sync_engine) as (url, engine):
         database_settings = settings.for_database(url)
-        migrate.upgrade(database_settings)
+        upgrade(database_settings)
         with serving(app_env(settings, url_string(url)), count=2) as urls:
             for app in urls:
                 assert httpx.get(app + "/country/GB").json()["official_name"] != "Migrated"

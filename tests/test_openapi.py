@@ -57,7 +57,12 @@ def live_server() -> Iterator[str]:
     nothing else, and it meets the server's real limits."""
     with throwaway(prefix="schemathesis-") as pg:
         env = {**os.environ, **env_for_url(pg.url), "ENVIRONMENT": "test", "API_KEY": API_KEY}
-        subprocess.run([sys.executable, "-m", "src.migrate"], cwd=PROJECT_ROOT, env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "alembic_pg_guard", "migrate"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            check=True,
+        )
         with serve_api(env, seconds=10) as base:
             yield base
 

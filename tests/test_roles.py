@@ -1,16 +1,15 @@
 """The API's least-privilege role: what it may do, what it may not, kept by the runner."""
 
 import pytest
+from alembic_pg_guard import GuardError
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from src import migrate
 from src.config import Settings
 from src.db import Database
-from src.roles import RoleError
-from tests.helpers import APP_ROLE, fresh_database, url_string
+from tests.helpers import APP_ROLE, fresh_database, upgrade, url_string
 
 
 def app_engine(settings: Settings) -> Engine:
@@ -85,14 +84,14 @@ def test_tables_added_later_are_granted_and_the_runner_is_idempotent(
 ):
     with fresh_database(sync_engine) as url:
         fresh = settings.for_database(url_string(url))
-        assert migrate.upgrade(fresh).endswith(f"API role {APP_ROLE} up to date")
+        assert upgrade(fresh).endswith(f"API role {APP_ROLE} up to date")
         owner = create_engine(url, poolclass=NullPool)
         with owner.begin() as conn:  # a later revision, say: created by the owner
             conn.exec_driver_sql("CREATE TABLE later (id serial PRIMARY KEY, note text)")
         app = app_engine(fresh)
         assert pgcode(app, "INSERT INTO later (note) VALUES ('x')") is None
         assert pgcode(app, "DROP TABLE later") == "42501"
-        again = migrate.upgrade(fresh)
+        again = upgrade(fresh)
         assert again.startswith("database already at head"), again
         owner.dispose()
 
@@ -100,12 +99,12 @@ def test_tables_added_later_are_granted_and_the_runner_is_idempotent(
 def test_the_runner_keeps_the_password_in_step(settings: Settings, migrated: Engine):
     changed = settings.model_copy(update={"postgres_app_password": SecretStr("a-new-password")})
     try:
-        migrate.upgrade(changed)
+        upgrade(changed)
         assert pgcode(app_engine(changed), "SELECT 1") is None
         with pytest.raises(OperationalError, match="password authentication failed"):
             app_engine(settings).connect()
     finally:
-        migrate.upgrade(settings)
+        upgrade(settings)
     assert pgcode(app_engine(settings), "SELECT 1") is None
 
 
@@ -113,8 +112,8 @@ def test_refuses_the_owner_or_a_privileged_role_as_the_api_role(
     settings: Settings, migrated: Engine
 ):
     owner = settings.model_copy(update={"postgres_app_user": settings.sync_url.username})
-    with pytest.raises(RoleError, match="the schema owner that runs migrations") as info:
-        migrate.upgrade(owner)
+    with pytest.raises(GuardError, match="the schema owner that runs migrations") as info:
+        upgrade(owner)
     assert "\n" not in str(info.value)
 
     with migrated.connect() as conn:
@@ -122,8 +121,8 @@ def test_refuses_the_owner_or_a_privileged_role_as_the_api_role(
         conn.exec_driver_sql("CREATE ROLE too_mighty LOGIN CREATEROLE")
     try:
         mighty = settings.model_copy(update={"postgres_app_user": "too_mighty"})
-        with pytest.raises(RoleError, match="must not"):
-            migrate.upgrade(mighty)
+        with pytest.raises(GuardError, match="must not"):
+            upgrade(mighty)
     finally:
         with migrated.connect() as conn:
             conn.execute(text("COMMIT"))
@@ -134,5 +133,5 @@ def test_an_unknown_role_without_a_password_is_one_line(settings: Settings, migr
     ghost = settings.model_copy(
         update={"postgres_app_user": "no_such_role", "postgres_app_password": None}
     )
-    with pytest.raises(RoleError, match="does not exist: set POSTGRES_APP_PASSWORD"):
-        migrate.upgrade(ghost)
+    with pytest.raises(GuardError, match="does not exist: set POSTGRES_APP_PASSWORD"):
+        upgrade(ghost)

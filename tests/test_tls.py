@@ -76,7 +76,11 @@ def test_tls_spellings_the_drivers_cannot_share_are_one_line(url, message, monke
 def test_require_against_a_server_without_tls_is_one_line_everywhere(database_url, migrated):
     """The embedded server has no TLS: each command says so, naming the setting."""
     env = child_env(database_url + "?sslmode=require", API_PORT=str(free_port()))
-    for args in (["-m", "src.migrate"], ["-m", "alembic", "current"], ["-m", "devtools.start"]):
+    for args in (
+        ["-m", "alembic_pg_guard", "migrate"],
+        ["-m", "alembic", "current"],
+        ["-m", "devtools.start"],
+    ):
         line = one_line_failure(run_python(*args, cwd=PROJECT_ROOT, env=env))
         assert "TLS to the database" in line and "sslmode=require" in line, (args, line)
         assert "POSTGRES_SSLMODE" in line

@@ -1,1 +1,2 @@
-"""Migration rehearsal: pending revisions on a big throwaway copy, under load (docs/rehearse.md)."""
+"""This project's rehearsal (docs/rehearse.md): what alembic-pg-guard's `rehearse` serves
+(target.py) and the /country load it sends (loadgen.py)."""

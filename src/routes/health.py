@@ -1,11 +1,11 @@
 """Liveness and readiness for orchestrators (Docker healthchecks, Kubernetes probes)."""
 
+from alembic_pg_guard import CodeHistory, ready_problem
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from src import history
 from src.errors import database_unavailable, error_response
 from src.routes.deps import database
 from src.routes.openapi import errors
@@ -22,12 +22,12 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _schema_state(code: history.CodeHistory):
+def _schema_state(code: CodeHistory):
     """The database's heads and, when they are the code's, why its history is not."""
 
     def read(conn: Connection) -> tuple[set[str], str | None]:
         heads = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
-        return heads, (history.ready_problem(conn, code, heads) if heads == code.heads else None)
+        return heads, (ready_problem(conn, code, heads) if heads == code.heads else None)
 
     return read
 
@@ -35,8 +35,8 @@ def _schema_state(code: history.CodeHistory):
 @router.get("/ready", responses=errors())
 async def ready(request: Request) -> JSONResponse:
     """Readiness: the database answers, its schema is exactly the code's Alembic head, and
-    it applied the code's history (src/history.py: not one edited below its head)."""
-    code: history.CodeHistory = request.app.state.code_history
+    it applied the code's history (alembic-pg-guard: not one edited below its head)."""
+    code: CodeHistory = request.app.state.code_history
     code_heads = set(code.heads)
     try:
         # Not through the gate: a loaded app keeps one pooled connection for this probe.

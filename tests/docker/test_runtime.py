@@ -15,11 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic_pg_guard import code_history
 from dotenv import dotenv_values
 
 from devtools.embedded_pg import EmbeddedPostgres, bin_dir, cluster_in, free_port
 from src.config import PROJECT_ROOT, Settings
-from src.migrate import alembic_config, head_revisions
+from src.migrations import alembic_config
 from tests.docker.compose import (
     IMAGE_ROOT,
     VENV_BIN,
@@ -127,7 +128,7 @@ def test_migrate_then_api_commands_run_as_compose_runs_them(services, cluster_ro
     try:
         migrate = command_argv(services["migrate"]["command"])
         env = container_env(services["migrate"], services, pg)
-        heads = ", ".join(sorted(head_revisions(alembic_config())))
+        heads = ", ".join(sorted(code_history(alembic_config()).heads))
 
         first = run(migrate, env, cwd=image_root)
         assert first.returncode == 0, first.stdout + first.stderr

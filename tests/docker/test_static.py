@@ -57,6 +57,8 @@ CI_PYTHON = "3.11"
 NOT_IN_IMAGE = ("devtools", "bench", "tests", "docs")
 # Of those, the Python packages: code in the image must not import them.
 TOOLING_PACKAGES = ("devtools", "bench", "tests")
+# What the image runs, and where each lives in the repository.
+IMAGE_PACKAGES = {"src": PROJECT_ROOT, "alembic_pg_guard": PROJECT_ROOT / "alembic-pg-guard"}
 
 
 # --- the compose file -----------------------------------------------------------------
@@ -386,7 +388,7 @@ def test_dockerignore_keeps_the_tooling_folders_out_of_the_build_context():
 
 
 def image_python_files() -> list[Path]:
-    """The Python files the runtime stage COPYs from the context (src/, alembic/)."""
+    """The Python files the runtime stage COPYs from the context (src/, alembic/, the guard)."""
     rules = dockerignore_rules()
     files = []
     for source in context_sources(runtime_stage()):
@@ -449,11 +451,12 @@ def test_tooling_imports_are_found():
 
 
 def test_code_in_the_image_imports_no_tooling_package():
-    """src/ (and alembic/, which `migrate` runs) import nothing from devtools, bench or
-    tests: none of them is in the image."""
+    """src/ (and alembic/ and the guard, which `migrate` runs) import nothing from devtools,
+    bench or tests: none of them is in the image."""
     files = image_python_files()
     names = {path.relative_to(PROJECT_ROOT).as_posix() for path in files}
-    assert {"src/main.py", "src/migrate.py", "alembic/env.py"} <= names, names
+    runner = "alembic-pg-guard/alembic_pg_guard/_runner.py"
+    assert {"src/main.py", runner, "alembic/env.py"} <= names, names
     problems = [problem for path in files for problem in tooling_imports(path)]
     assert not problems, "\n".join(problems)
 
@@ -469,11 +472,14 @@ def entry_modules(argv: list[str]) -> list[str]:
         specs = [a for a in argv[1:] if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", a)]
         assert len(specs) == 1, f"one MODULE:ATTRIBUTE expected: {argv}"
         return [specs[0].partition(":")[0]]
-    raise AssertionError(f"{argv}: not a module under src run by python or uvicorn")
+    raise AssertionError(f"{argv}: not a module run by python or uvicorn")
 
 
 def module_file(module: str) -> Path | None:
-    base = PROJECT_ROOT.joinpath(*module.split("."))
+    root = IMAGE_PACKAGES.get(module.split(".")[0])
+    if root is None:
+        return None
+    base = root.joinpath(*module.split("."))
     for path in (base.with_suffix(".py"), base / "__init__.py", base / "__main__.py"):
         if path.is_file():
             return path
@@ -481,7 +487,7 @@ def module_file(module: str) -> Path | None:
 
 
 def test_entry_modules_refuses_what_is_not_a_module_under_a_known_runner():
-    assert entry_modules(["python", "-m", "src.migrate"]) == ["src.migrate"]
+    assert entry_modules(["python", "-m", "alembic_pg_guard", "migrate"]) == ["alembic_pg_guard"]
     assert entry_modules(["uvicorn", "src.main:app", "--port", "1"]) == ["src.main"]
     for argv in (["pipenv", "run", "start"], ["python", "-c", "import devtools"]):
         with pytest.raises(AssertionError):
@@ -489,8 +495,8 @@ def test_entry_modules_refuses_what_is_not_a_module_under_a_known_runner():
 
 
 def test_image_commands_run_only_modules_under_src(services):
-    """The image's CMD and the commands compose runs in it load modules under src/ (in
-    the image), never devtools (`pipenv run start`) or anything else."""
+    """The image's CMD and the commands compose runs in it load modules under src/ or the
+    guard's (in the image), never devtools (`pipenv run start`) or anything else."""
     migrate_image = services["migrate"]["image"]
     commands = {"Dockerfile CMD": dockerfile_cmd()}
     assert not [k for k, _ in runtime_stage() if k == "ENTRYPOINT"], "commands run as given"
@@ -503,7 +509,8 @@ def test_image_commands_run_only_modules_under_src(services):
     for where, argv in commands.items():
         assert argv, f"{where}: empty"
         for module in entry_modules(argv):
-            assert module.split(".")[0] == "src", f"{where}: {module} is not under src"
+            top = module.split(".")[0]
+            assert top in IMAGE_PACKAGES, f"{where}: {module} is not under src or the guard"
             path = module_file(module)
             assert path, f"{where}: {module} is not a module in the repository"
             relative = path.relative_to(PROJECT_ROOT).as_posix()

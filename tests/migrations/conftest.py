@@ -12,10 +12,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-from src import history
 from src.config import Settings
-from src.migrate import alembic_config as project_config
-from tests.helpers import ScratchProject, fresh_database
+from src.migrations import alembic_config as project_config
+from tests.helpers import ScratchProject, fresh_database, upgrade
 
 
 @pytest.fixture
@@ -26,14 +25,13 @@ def alembic_config(settings: Settings) -> Config:
 
 
 @pytest.fixture
-def alembic_engine(sync_engine: Engine) -> Iterator[Engine]:
+def alembic_engine(settings: Settings, sync_engine: Engine) -> Iterator[Engine]:
     """A new PostgreSQL database for each test that asks for it, empty but for the runner's
-    history table (src/history.py), which, like alembic_version, outlives `downgrade base`:
-    pytest-alembic then compares only what the revisions do."""
+    history table (alembic-pg-guard), which, like alembic_version, outlives `downgrade base`:
+    pytest-alembic then compares only what the revisions do. The runner makes it."""
     with fresh_database(sync_engine) as url:
+        upgrade(settings.for_database(url), "base")
         engine = create_engine(url, poolclass=NullPool)
-        with engine.begin() as conn:
-            history.prepare(conn, history.code_history(project_config()))
         try:
             yield engine
         finally:

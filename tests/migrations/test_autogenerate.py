@@ -103,7 +103,7 @@ RENAME_TABLE = {'"subdivision"': '"region"', '"subdivision.id"': '"region.id"'}
 REVISION_FROM_PYTHON = """
 from alembic import command
 from src.config import read_settings
-from src.migrate import alembic_config
+from src.migrations import alembic_config
 command.revision(alembic_config(read_settings()), message="from python", autogenerate=True)
 """
 

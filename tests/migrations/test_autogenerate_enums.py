@@ -1,4 +1,4 @@
-"""Enums and CHECK constraints through autogenerate and the drift gate (src/autogenerate.py),
+"""Enums and CHECK constraints through autogenerate and the drift gate (alembic-pg-guard),
 in a scratch copy of the project run as a user would: models edited, `alembic revision
 --autogenerate`, `check-drift`, `migrate`."""
 
@@ -15,7 +15,7 @@ def labels(project: ScratchProject, name: str) -> str | None:
 
 def drift(project: ScratchProject):
     """`pipenv run check-drift --configured-db` on the scratch database."""
-    return project.run("-m", "devtools.migration_checks", "drift", "--configured-db")
+    return project.run("-m", "alembic_pg_guard", "check", "drift", "--configured-db")
 
 
 def autogenerate(project: ScratchProject, message: str) -> str:
@@ -78,7 +78,7 @@ def test_enum_values_added_and_removed_are_seen_written_and_removal_refuses_used
     source = autogenerate(project, "remove import source")
     assert "op.sync_enum_values(" in source
     assert max(len(line) for line in source.splitlines()) <= 100  # passes `pipenv run lint`
-    proc = project.run("-m", "src.migrate")
+    proc = project.run("-m", "alembic_pg_guard", "migrate")
     assert proc.returncode != 0
     assert (
         "cannot remove 'import' from enum country_source: rows of country.source still use "
@@ -89,7 +89,7 @@ def test_enum_values_added_and_removed_are_seen_written_and_removal_refuses_used
 
     # Once no row uses it, the same revision applies; its downgrade adds it back.
     project.query("DELETE FROM country WHERE alpha2 = 'XI'")
-    proc = project.run("-m", "src.migrate")
+    proc = project.run("-m", "alembic_pg_guard", "migrate")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert labels(project, "country_source") == "iso,client"
     assert drift(project).returncode == 0

@@ -1,4 +1,4 @@
-"""Concurrent index builds' own waiting policy (src/locks.py): CREATE INDEX CONCURRENTLY
+"""Concurrent index builds' own waiting policy (alembic-pg-guard): CREATE INDEX CONCURRENTLY
 waits for every older transaction, on any table; that wait is bounded by
 MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS, not MIGRATION_LOCK_TIMEOUT_MS."""
 
@@ -7,7 +7,6 @@ import time
 
 from sqlalchemy import Engine, text
 
-from src import migrate
 from src.config import PROJECT_ROOT, Settings
 from tests.helpers import (
     child_env,
@@ -17,6 +16,7 @@ from tests.helpers import (
     open_snapshot,
     popen_python,
     script_directory,
+    upgrade,
 )
 
 # The first of the project's concurrent-index revisions, and the one before it.
@@ -35,7 +35,7 @@ def waiting_index_builds(engine: Engine) -> int:
 
 def migrator(url, **limits: str) -> subprocess.Popen:
     env = child_env(url, MIGRATION_LOCK_TIMEOUT_MS="200", MIGRATION_LOCK_RETRIES="0", **limits)
-    return popen_python("-m", "src.migrate", cwd=PROJECT_ROOT, env=env)
+    return popen_python("-m", "alembic_pg_guard", "migrate", cwd=PROJECT_ROOT, env=env)
 
 
 def test_concurrent_index_outwaits_a_transaction_longer_than_lock_timeout(
@@ -47,7 +47,7 @@ def test_concurrent_index_outwaits_a_transaction_longer_than_lock_timeout(
     before = script_directory().get_revision(CONCURRENT).down_revision
     assert isinstance(before, str)
     with fresh_engine(sync_engine) as (url, engine):
-        migrate.upgrade(settings.for_database(url), target=before)
+        upgrade(settings.for_database(url), target=before)
         with engine.connect() as reader:
             open_snapshot(reader)
             proc = migrator(url)
@@ -75,7 +75,7 @@ def test_concurrent_index_wait_is_bounded_by_its_own_setting(
     assert isinstance(before, str)
     with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
-        migrate.upgrade(fresh, target=before)
+        upgrade(fresh, target=before)
         with engine.connect() as reader:
             reader_pid = open_snapshot(reader)
             proc = migrator(url, MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS="1000")
@@ -90,5 +90,5 @@ def test_concurrent_index_wait_is_bounded_by_its_own_setting(
         assert f"pid {reader_pid}" in line, line
         assert current_version(engine) == {before}
 
-        assert migrate.upgrade(fresh).startswith("database upgraded")
+        assert upgrade(fresh).startswith("database upgraded")
         assert current_version(engine) == {head}

@@ -118,7 +118,7 @@ def test_a_failing_cast_keeps_postgresql_hint(sync_engine: Engine, tmp_path: Pat
             '    op.alter_column("country", "name", type_=sa.Integer())\n\n\n'
             "def downgrade() -> None:\n    pass\n",
         )
-        line = alembic_failure(project.run("-m", "src.migrate"))
+        line = alembic_failure(project.run("-m", "alembic_pg_guard", "migrate"))
         assert line.startswith("error: revision ca57ca57ca57 "), line
         assert line.endswith(
             'DatatypeMismatch: column "name" cannot be cast automatically to type integer; '

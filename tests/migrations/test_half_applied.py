@@ -1,14 +1,20 @@
-"""A revision that fails after its autocommit_block committed (src/steps.py): not recorded,
+"""A revision that fails after its autocommit_block committed (alembic-pg-guard): not recorded,
 one line saying what stays applied, and a rerun that trips on that part says so too."""
 
 from pathlib import Path
 
 import pytest
+from alembic_pg_guard import HISTORY_TABLE, GuardError
 from sqlalchemy import Engine, inspect, text
 
-from src import history, migrate
 from src.config import Settings
-from tests.helpers import current_version, fresh_engine, scratch_config, write_revision_on_head
+from tests.helpers import (
+    current_version,
+    fresh_engine,
+    scratch_config,
+    upgrade,
+    write_revision_on_head,
+)
 
 REVISION = "4a1fa991ed00"
 
@@ -34,9 +40,9 @@ def test_failure_after_an_autocommit_block_names_what_stays_applied(
     with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
         cfg = scratch_config(fresh, scratch_alembic)
-        migrate.upgrade(fresh)
-        with pytest.raises(migrate.MigrationError) as first:
-            migrate.upgrade(fresh, cfg=cfg)
+        upgrade(fresh)
+        with pytest.raises(GuardError) as first:
+            upgrade(fresh, cfg=cfg)
         message = str(first.value)
         assert f"revision {REVISION}" in message and "no_such_function" in message, message
         assert "stay applied" in message, message
@@ -47,12 +53,12 @@ def test_failure_after_an_autocommit_block_names_what_stays_applied(
         assert "half" in {c["name"] for c in inspect(engine).get_columns("country")}
         with engine.connect() as conn:
             state = conn.scalar(
-                text(f"SELECT state FROM {history.TABLE} WHERE revision = :r"), {"r": REVISION}
+                text(f"SELECT state FROM {HISTORY_TABLE} WHERE revision = :r"), {"r": REVISION}
             )
-        assert state == history.PARTIAL
+        assert state == "partial"
 
-        with pytest.raises(migrate.MigrationError) as rerun:
-            migrate.upgrade(fresh, cfg=cfg)
+        with pytest.raises(GuardError) as rerun:
+            upgrade(fresh, cfg=cfg)
         message = str(rerun.value)
         assert f"revision {REVISION}" in message and "already exists" in message, message
         assert "a failed run at" in message and "left part of this revision applied" in message
@@ -76,9 +82,9 @@ def test_any_failing_revision_is_one_line_naming_it(
     with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
         cfg = scratch_config(fresh, scratch_alembic)
-        migrate.upgrade(fresh)
-        with pytest.raises(migrate.MigrationError) as failed:
-            migrate.upgrade(fresh, cfg=cfg)
+        upgrade(fresh)
+        with pytest.raises(GuardError) as failed:
+            upgrade(fresh, cfg=cfg)
         message = str(failed.value)
         assert message.startswith(f"revision {REVISION} "), message
         assert "nothing of it is recorded as applied" in message, message

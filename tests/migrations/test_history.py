@@ -4,10 +4,11 @@ one; the alembic command line without a database, on two heads, behind head."""
 from pathlib import Path
 
 from alembic import command
+from alembic_pg_guard import code_history, db_heads
 from sqlalchemy import Engine, inspect
 
 from src.config import PROJECT_ROOT, Settings
-from src.migrate import alembic_config, current_revisions, head_revisions
+from src.migrations import alembic_config
 from tests.helpers import (
     ScratchProject,
     alembic_failure,
@@ -28,18 +29,18 @@ def columns(engine: Engine, table: str) -> set[str]:
 
 def test_upgrade_downgrade_base_upgrade(settings: Settings, migrated: Engine):
     cfg = alembic_config(settings)
-    heads = head_revisions(cfg)
+    heads = set(code_history(cfg).heads)
     assert "alpha3" in columns(migrated, "country")
     try:
         command.downgrade(cfg, "base")
         assert not inspect(migrated).has_table("country")
         with migrated.connect() as conn:
-            assert current_revisions(conn) == set()
+            assert db_heads(conn) == set()
     finally:
         command.upgrade(cfg, "head")
     assert {"id", "alpha2", "alpha3", "name"} <= columns(migrated, "country")
     with migrated.connect() as conn:
-        assert current_revisions(conn) == heads
+        assert db_heads(conn) == heads
 
 
 def test_offline_sql_needs_no_database():
@@ -78,7 +79,7 @@ def test_two_heads_say_how_to_join_them_in_one_line(sync_engine: Engine, tmp_pat
         body = "def upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n"
         for rev in ("aaaa00000001", "bbbb00000002"):
             write_revision(project.versions, rev, head, body)
-        for args in (("-m", "src.migrate"), ("-m", "alembic", "upgrade", "head")):
+        for args in (("-m", "alembic_pg_guard", "migrate"), ("-m", "alembic", "upgrade", "head")):
             proc = project.run(*args)
             output = proc.stdout + proc.stderr
             assert alembic_failure(proc) == (

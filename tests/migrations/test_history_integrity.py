@@ -1,4 +1,4 @@
-"""History integrity (src/history.py): a revision inserted below what the database has
+"""History integrity (alembic-pg-guard): a revision inserted below what the database has
 applied, or one removed, is refused by migrate and /ready, naming it; a database
 migrated before the fingerprints existed gets them backfilled, not refused."""
 
@@ -8,14 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic_pg_guard import HISTORY_TABLE, GuardError, run_gates
 from asgi_lifespan import LifespanManager
 from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from devtools import migration_checks
 from devtools.embedded_pg import free_port
-from src import history, migrate
 from src.config import Settings
 from src.main import create_app
 from tests.helpers import (
@@ -30,6 +29,7 @@ from tests.helpers import (
     run_python,
     scratch_config,
     script_directory,
+    upgrade,
     url_string,
     wait_for,
     write_revision,
@@ -70,14 +70,14 @@ def test_revision_inserted_below_the_head_is_refused_by_migrate_and_ready(
     settings: Settings, sync_engine: Engine, tmp_path: Path
 ):
     """The database applied the real history; a copy of the project then gets a revision
-    inserted mid-chain. `python -m src.migrate` (what start and Docker run) fails in one
-    line naming it, changes nothing, and the copy's API answers /ready with 503."""
+    inserted mid-chain. `python -m alembic_pg_guard migrate` (what start and Docker run)
+    fails in one line naming it, changes nothing, and the copy's API answers /ready 503."""
     with fresh_engine(sync_engine) as (url, engine):
-        migrate.upgrade(settings.for_database(url))
+        upgrade(settings.for_database(url))
         project = copy_project(tmp_path / "project")
         head, _ = insert_mid_chain(project / "alembic" / "versions")
 
-        proc = run_python("-m", "src.migrate", cwd=project, env=child_env(url))
+        proc = run_python("-m", "alembic_pg_guard", "migrate", cwd=project, env=child_env(url))
         line = one_line_failure(proc)
         assert f"history edited: revision {INSERTED}" in line, line
         assert f"below the database's head {head}" in line, line
@@ -113,11 +113,11 @@ async def test_revision_removed_below_the_head_is_refused(
     with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
         scratch = scratch_config(fresh, scratch_alembic)
-        migrate.upgrade(fresh, cfg=scratch)
+        upgrade(fresh, cfg=scratch)
         assert "sneaky" in columns(engine)
 
-        with pytest.raises(history.HistoryError) as refused:
-            migrate.upgrade(fresh)
+        with pytest.raises(GuardError) as refused:
+            upgrade(fresh)
         message = str(refused.value)
         assert f"revision {head}" in message and f"now follows {below}" in message
         assert f"applied it after {INSERTED}" in message
@@ -138,33 +138,33 @@ def test_database_migrated_before_fingerprints_is_backfilled(
     and by the `history` gate. The API's role may read the table (for /ready), not write it."""
     with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
-        migrate.upgrade(fresh)
+        upgrade(fresh)
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE {history.TABLE}")
-        done = migrate.upgrade(fresh)
+            conn.exec_driver_sql(f"DROP TABLE {HISTORY_TABLE}")
+        done = upgrade(fresh)
         assert "recorded its history" in done, done
         with engine.connect() as conn:
-            rows = conn.execute(text(f"SELECT revision, state, note FROM {history.TABLE}"))
+            rows = conn.execute(text(f"SELECT revision, state, note FROM {HISTORY_TABLE}"))
             recorded = {r.revision: (r.state, r.note) for r in rows}
         expected = {r.revision for r in script_directory().walk_revisions()}
         assert recorded == {rev: ("applied", "backfilled") for rev in expected}
-        assert migrate.upgrade(fresh).startswith("database already at head")
+        assert upgrade(fresh).startswith("database already at head")
 
         insert_mid_chain(scratch_alembic / "versions")
         scratch = scratch_config(fresh, scratch_alembic)
-        with pytest.raises(history.HistoryError, match=f"revision {INSERTED}"):
-            migrate.upgrade(fresh, cfg=scratch)
+        with pytest.raises(GuardError, match=f"revision {INSERTED}"):
+            upgrade(fresh, cfg=scratch)
         # The gate, on the configured database (here the fresh one): one line.
-        (problem,) = migration_checks.run_gates("history", fresh, scratch)
+        (problem,) = run_gates("history", scratch)
         assert problem.startswith(f"history: history edited: revision {INSERTED}"), problem
 
         app_url = make_app_url(url_string(url))
         app = create_engine(app_url, poolclass=NullPool)
         try:
             with app.connect() as conn:
-                assert conn.scalar(text(f"SELECT count(*) FROM {history.TABLE}")) == len(expected)
+                assert conn.scalar(text(f"SELECT count(*) FROM {HISTORY_TABLE}")) == len(expected)
                 with pytest.raises(DBAPIError, match="permission denied"):
-                    conn.execute(text(f"DELETE FROM {history.TABLE}"))
+                    conn.execute(text(f"DELETE FROM {HISTORY_TABLE}"))
         finally:
             app.dispose()
 
@@ -190,15 +190,15 @@ def test_revision_applied_by_offline_sql_on_top_is_recorded_not_refused(
     with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
         scratch = scratch_config(fresh, scratch_alembic)
-        migrate.upgrade(fresh)
+        upgrade(fresh)
         with engine.begin() as conn:  # what the DBA's script does
             conn.exec_driver_sql("ALTER TABLE country ADD COLUMN offline TEXT")
             conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": offline})
-        done = migrate.upgrade(fresh, cfg=scratch)
+        done = upgrade(fresh, cfg=scratch)
         assert done.startswith(f"database already at {offline}; recorded its history"), done
         with engine.connect() as conn:
             note = conn.scalar(
-                text(f"SELECT note FROM {history.TABLE} WHERE revision = :r"), {"r": offline}
+                text(f"SELECT note FROM {HISTORY_TABLE} WHERE revision = :r"), {"r": offline}
             )
         assert note == "backfilled"
-        assert migrate.upgrade(fresh, cfg=scratch).startswith("database already at head")
+        assert upgrade(fresh, cfg=scratch).startswith("database already at head")

@@ -1,14 +1,14 @@
-"""Leftovers (src/leftovers.py): an INVALID index or a NOT VALID constraint the history
-does not intend is never counted as done, by the revision that leaves it or at head."""
+"""Leftovers (alembic-pg-guard's leftovers check): an INVALID index or a NOT VALID
+constraint the history does not intend is never counted as done, by the revision that
+leaves it or at head."""
 
 from pathlib import Path
 
 import pytest
+from alembic_pg_guard import GuardError
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from src import migrate
-from src.cli import CommandFailure
 from src.config import Settings
 from tests.helpers import (
     current_version,
@@ -16,6 +16,7 @@ from tests.helpers import (
     open_snapshot,
     scratch_config,
     script_directory,
+    upgrade,
     write_revision,
     write_revision_on_head,
 )
@@ -47,16 +48,16 @@ def test_rerun_after_a_timed_out_concurrent_build_is_refused(
             update={"migration_concurrent_index_timeout_ms": 300, "migration_lock_retries": 0}
         )
         cfg = scratch_config(limited, scratch_alembic)
-        migrate.upgrade(fresh)
+        upgrade(fresh)
         with engine.connect() as reader:
             open_snapshot(reader, "subdivision")
-            with pytest.raises(CommandFailure, match="waited"):
-                migrate.upgrade(limited, cfg=cfg)
+            with pytest.raises(GuardError, match="waited"):
+                upgrade(limited, cfg=cfg)
             reader.rollback()
         assert index_validity(engine) is False  # the leftover
 
-        with pytest.raises(CommandFailure) as refused:
-            migrate.upgrade(limited, cfg=cfg)
+        with pytest.raises(GuardError) as refused:
+            upgrade(limited, cfg=cfg)
         message = str(refused.value)
         assert f"revision {REVISION}" in message and "not recorded" in message, message
         assert f"index {INDEX} on country is INVALID" in message, message
@@ -65,7 +66,7 @@ def test_rerun_after_a_timed_out_concurrent_build_is_refused(
 
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY {INDEX}")
-        migrate.upgrade(limited, cfg=cfg)
+        upgrade(limited, cfg=cfg)
         assert current_version(engine) == {REVISION}
         assert index_validity(engine) is True
 
@@ -90,12 +91,12 @@ def test_at_head_an_invalid_index_or_stray_not_valid_constraint_is_refused(
     (head,) = script_directory().get_heads()
     with fresh_engine(sync_engine) as (url, engine):
         fresh = settings.for_database(url)
-        migrate.upgrade(fresh)
+        upgrade(fresh)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             with pytest.raises(DBAPIError, match="could not create unique"):
                 conn.exec_driver_sql(f"CREATE UNIQUE INDEX CONCURRENTLY {INDEX} ON country ((1))")
-        with pytest.raises(CommandFailure) as refused:
-            migrate.upgrade(fresh)
+        with pytest.raises(GuardError) as refused:
+            upgrade(fresh)
         assert f"index {INDEX} on country is INVALID" in str(refused.value)
         assert f"the database at {head}" in str(refused.value)
 
@@ -105,8 +106,8 @@ def test_at_head_an_invalid_index_or_stray_not_valid_constraint_is_refused(
                 "ALTER TABLE country ADD CONSTRAINT country_name_short "
                 "CHECK (length(name) < 1000) NOT VALID"
             )
-        with pytest.raises(CommandFailure) as refused:
-            migrate.upgrade(fresh)
+        with pytest.raises(GuardError) as refused:
+            upgrade(fresh)
         assert "constraint country_name_short on country is NOT VALID" in str(refused.value)
 
         with engine.begin() as conn:
@@ -122,6 +123,6 @@ def test_at_head_an_invalid_index_or_stray_not_valid_constraint_is_refused(
             "def downgrade() -> None:\n"
             '    op.drop_constraint("country_name_short", "country")\n',
         )
-        migrate.upgrade(fresh, cfg=scratch_config(fresh, scratch_alembic))
+        upgrade(fresh, cfg=scratch_config(fresh, scratch_alembic))
         assert current_version(engine) == {REVISION}
-        assert migrate.upgrade(fresh, cfg=scratch_config(fresh, scratch_alembic))
+        assert upgrade(fresh, cfg=scratch_config(fresh, scratch_alembic))

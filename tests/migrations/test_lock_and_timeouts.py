@@ -2,16 +2,18 @@
 lock/statement timeouts, which come from Settings."""
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.util import CommandError
+from alembic_pg_guard import GuardError, GuardSettings, migration_lock
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from src.config import PROJECT_ROOT, Settings
-from src.migrate import MIGRATION_LOCK_ID, MigrationError, migration_lock
+from src.migrations import guard_settings
 from tests.helpers import (
     child_env,
     config_for,
@@ -26,31 +28,38 @@ from tests.helpers import (
 )
 
 
-def test_migration_lock_is_exclusive_and_bounded(sync_engine: Engine):
+def waiting(settings: Settings, seconds: float) -> GuardSettings:
+    return replace(guard_settings(settings), lock_wait_seconds=seconds)
+
+
+def test_migration_lock_is_exclusive_and_bounded(settings: Settings, sync_engine: Engine):
     """Held on one connection (by raw id), a second migration_lock() gives up on time."""
+    limits = waiting(settings, 0.5)
     with fresh_engine(sync_engine) as (_, engine):
         with engine.connect() as holder:
-            holder.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_ID)))
+            holder.execute(select(func.pg_advisory_lock(limits.lock_id)))
             started = time.monotonic()
-            with pytest.raises(MigrationError, match=r"held the migration lock for over 0\.5s"):
-                with migration_lock(engine, wait_seconds=0.5):
+            with pytest.raises(GuardError, match=r"held the migration lock for over 0\.5s"):
+                with migration_lock(engine, limits):
                     pytest.fail("took a lock that another session holds")
             assert 0.5 <= time.monotonic() - started < 3
-            holder.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK_ID)))
-        with migration_lock(engine, wait_seconds=0.5):
+            holder.execute(select(func.pg_advisory_unlock(limits.lock_id)))
+        with migration_lock(engine, limits):
             pass  # free again
 
 
 @pytest.mark.parametrize(
     "migrator",
-    [("-m", "src.migrate"), ("-m", "alembic", "upgrade", "head")],
-    ids=["src.migrate", "alembic-upgrade-head"],
+    [("-m", "alembic_pg_guard", "migrate"), ("-m", "alembic", "upgrade", "head")],
+    ids=["guard-migrate", "alembic-upgrade-head"],
 )
-def test_second_migrator_fails_fast_with_a_clear_message(sync_engine: Engine, migrator):
+def test_second_migrator_fails_fast_with_a_clear_message(
+    settings: Settings, sync_engine: Engine, migrator
+):
     """While the lock is held, a migrator with MIGRATION_LOCK_WAIT_SECONDS=1 gives up
     after about a second with one line that says what to do, and changes nothing."""
     with fresh_engine(sync_engine) as (url, engine):
-        with migration_lock(engine, wait_seconds=5):
+        with migration_lock(engine, waiting(settings, 5)):
             started = time.monotonic()
             proc = run_python(
                 *migrator,

@@ -1,4 +1,4 @@
-"""Lock timeouts (src/steps.py, src/locks.py): a revision blocked by another session is
+"""Lock timeouts (alembic-pg-guard): a revision blocked by another session is
 retried with backoff, naming the blocker (PID, query, age); when the retries run out the
 runner fails in one line, exit 1."""
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect
 
-from src import migrate
 from src.config import Settings
 from tests.helpers import (
     backend_pid,
@@ -16,6 +15,7 @@ from tests.helpers import (
     current_version,
     fresh_engine,
     popen_python,
+    upgrade,
     write_revision_on_head,
 )
 
@@ -39,7 +39,7 @@ def blocked_project(tmp_path: Path) -> tuple[Path, str]:
 
 def migrator(project: Path, url, **limits: str) -> subprocess.Popen:
     env = child_env(url, MIGRATION_LOCK_TIMEOUT_MS="200", **limits)
-    return popen_python("-m", "src.migrate", cwd=project, env=env)
+    return popen_python("-m", "alembic_pg_guard", "migrate", cwd=project, env=env)
 
 
 def hold_lock(blocker: Connection) -> int:
@@ -56,7 +56,7 @@ def test_blocked_alter_is_retried_and_succeeds_once_the_blocker_ends(
     the retry applies the revision."""
     project, _ = blocked_project(tmp_path)
     with fresh_engine(sync_engine) as (url, engine):
-        migrate.upgrade(settings.for_database(url))
+        upgrade(settings.for_database(url))
         with engine.connect() as blocker:
             blocker_pid = hold_lock(blocker)
             proc = migrator(
@@ -92,7 +92,7 @@ def test_retries_exhausted_fail_in_one_line(
     line naming the revision, the blocker and the setting; nothing is applied."""
     project, head = blocked_project(tmp_path)
     with fresh_engine(sync_engine) as (url, engine):
-        migrate.upgrade(settings.for_database(url))
+        upgrade(settings.for_database(url))
         with engine.connect() as blocker:
             blocker_pid = hold_lock(blocker)
             proc = migrator(

@@ -21,8 +21,8 @@ RUNNING_UPGRADE = re.compile(r"Running upgrade (\S*) -> (\w+)")
 
 @pytest.mark.parametrize(
     "migrator",
-    [("-m", "alembic", "upgrade", "head"), ("-m", "src.migrate")],
-    ids=["alembic-upgrade-head", "src.migrate"],
+    [("-m", "alembic", "upgrade", "head"), ("-m", "alembic_pg_guard", "migrate")],
+    ids=["alembic-upgrade-head", "guard-migrate"],
 )
 def test_racing_migrators_apply_each_revision_once(sync_engine: Engine, migrator):
     """Five migrators start at once on an empty database: all succeed, each revision

@@ -1,6 +1,7 @@
+from alembic_pg_guard import code_history
 from sqlalchemy import text
 
-from src.migrate import alembic_config, head_revisions
+from src.migrations import alembic_config
 
 
 async def test_health_is_ok(client):
@@ -16,7 +17,7 @@ async def test_ready_reports_the_head(client):
     assert body.pop("cache") in {"subscribed", "not subscribed", "off"}  # test_cache.py
     assert body == {
         "status": "ready",
-        "revision": ", ".join(sorted(head_revisions(alembic_config()))),
+        "revision": ", ".join(sorted(code_history(alembic_config()).heads)),
     }
 
 

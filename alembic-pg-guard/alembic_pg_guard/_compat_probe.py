@@ -1,4 +1,4 @@
-"""pytest plugin loaded into the base ref's test run by `check-compat` (devtools/compat.py).
+"""pytest plugin loaded into the base ref's test run by `compat` (_compat.py).
 
 For each failing test it writes one JSON line to $COMPAT_REPORT: the test, the last HTTP
 request it sent (through httpx) and its status, and the error. It is copied to a temp

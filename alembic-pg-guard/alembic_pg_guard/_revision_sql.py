@@ -2,7 +2,7 @@
 statement, each with the line of the revision file that emitted it and whether it runs
 inside a transaction or in an `autocommit_block()`.
 
-The gates lint this SQL (devtools/migration_checks.py); the source line lets them point
+The gates lint this SQL (_gates.py); the source line lets them point
 at the op call in the revision file rather than at the rendered SQL.
 """
 
@@ -20,8 +20,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import Script
 
-from src import migrate
-from src.cli import CommandFailure
+from alembic_pg_guard._config import SETTINGS_ATTRIBUTE
+from alembic_pg_guard._errors import GuardError
 
 DIRECTIONS = ("upgrade", "downgrade")
 # Alembic's and env.py's own statements, not the revision's.
@@ -33,15 +33,15 @@ BOOKKEEPING = re.compile(
 VERSION_TABLE_DDL = re.compile(r"^(CREATE|DROP) TABLE alembic_version\b", re.IGNORECASE)
 OFFLINE_HINT = (
     "code that needs a database (op.get_bind(), reading rows) must be guarded by "
-    "`if not context.is_offline_mode():`, as in revision 185c925ed393"
+    "`if not context.is_offline_mode():`"
 )
 
 
-class RenderError(CommandFailure):
+class RenderError(GuardError):
     """The revision does not render offline: one line naming its file and the error."""
 
 
-class EnvironmentFailure(CommandFailure):
+class EnvironmentFailure(GuardError):
     """Rendering failed outside the revision (env.py, a missing package): no revision renders."""
 
 
@@ -161,20 +161,20 @@ def render(cfg: Config, revision: Script, direction: str) -> RenderedRevision:
     offline = Config(output_buffer=buffer, stdout=io.StringIO())  # no ini: no logging setup
     offline.set_main_option("script_location", cfg.get_main_option("script_location") or "")
     offline.set_main_option("path_separator", "os")
-    if settings := cfg.attributes.get(migrate.SETTINGS_ATTRIBUTE):
-        offline.attributes[migrate.SETTINGS_ATTRIBUTE] = settings
+    if settings := cfg.attributes.get(SETTINGS_ATTRIBUTE):
+        offline.attributes[SETTINGS_ATTRIBUTE] = settings
     target = revision_range(revision, direction)
     try:
         getattr(command, direction)(offline, target, sql=True)
     except Exception as exc:  # anything the revision's code raises: one line, no traceback
         line = error_line(exc, source)
-        if line is None and not isinstance(exc, CommandFailure):
+        if line is None and not isinstance(exc, GuardError):
             frames = traceback.extract_tb(exc.__traceback__)
             ours = [f for f in frames if "site-packages" not in f.filename] or frames
             raise EnvironmentFailure(
                 f"alembic {direction} --sql fails before any revision runs, at "
                 f"{display_path(ours[-1].filename)}:{ours[-1].lineno}: {one_line(exc)} "
-                "(is the venv up to date? pipenv run setup)"
+                "(is the environment up to date?)"
             ) from None
         where = f"{display_path(source)}{f':{line}' if line else ''}"
         code = source.read_text().splitlines()[line - 1] if line else ""

@@ -1,22 +1,22 @@
-"""`pipenv run rehearse`: apply pending revisions to a big throwaway copy under steady load.
+"""`rehearse`: apply pending revisions to a big throwaway copy under steady load.
 
-A throwaway embedded PostgreSQL is migrated to a starting revision, filled with synthetic
-rows (devtools/rehearse/seed.py), served by the real app (uvicorn) under open-loop load
-(devtools/rehearse/loadgen.py); then each pending revision is applied with the project's
-runner (src.migrate.upgrade) and judged against a budget. docs/rehearse.md tells more.
+A throwaway database is migrated to a starting revision, filled with synthetic rows
+(seed.py), served by the project's app under its open-loop load (both named by the
+project's `rehearse_target` hook in alembic.ini: a `RehearsalTarget`); then each pending
+revision is applied with the runner and judged against a budget (report.py).
 
-    pipenv run rehearse                       # the pending revisions, 1,000,000 rows
-    pipenv run rehearse --from 486626707430   # from there to head
-    pipenv run rehearse --rows 50000          # a quick look
+    alembic-pg-guard rehearse                 # the pending revisions, 1,000,000 rows
+    alembic-pg-guard rehearse --from REV      # from there to head
+    alembic-pg-guard rehearse --rows 50000    # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,27 +24,32 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
+from alembic.config import Config
 from alembic.script import ScriptDirectory
-from pydantic import SecretStr
 from rich.console import Console
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
-from devtools.rehearse import report, seed
-from devtools.rehearse.observe import LockSampler, StatementTracer, relfilenodes, table_rows
-from src import migrate
-from src.cli import CommandFailure, fail_on_errors
-from src.config import PROJECT_ROOT, Settings, env_for_url, read_settings
+from alembic_pg_guard import _runner as migrate
+from alembic_pg_guard._config import SECTION, attach, hook, project_root, settings_of
+from alembic_pg_guard._errors import GuardError, fail_on_errors
+from alembic_pg_guard._history import db_heads
+from alembic_pg_guard._rehearse import report, seed
+from alembic_pg_guard._rehearse.observe import (
+    LockSampler,
+    StatementTracer,
+    relfilenodes,
+    table_rows,
+)
+from alembic_pg_guard._rehearse.target import RehearsalTarget
+from alembic_pg_guard._scratch import fresh_database, scratch_server
+from alembic_pg_guard._settings import AppRole, GuardSettings
 
 APP_ROLE = "rehearsal_app"
-# ISO 3166 user-assigned codes: never loaded from ISO data, so the writes can create them.
-FREE_ALPHA2 = [f"X{c}" for c in "ABCDEFGHIJLMNOPQRSTUVWYZ"] + [f"Q{c}" for c in "MNOPQRSTUVWXYZ"]
 
 
-class RehearsalError(CommandFailure):
+class RehearsalError(GuardError):
     """One line: what cannot be rehearsed, or which revision is over budget."""
 
 
@@ -60,7 +65,9 @@ class Args:
 
 
 def parse(argv: list[str] | None) -> Args:
-    p = argparse.ArgumentParser(prog="pipenv run rehearse", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="alembic-pg-guard rehearse", description=__doc__.splitlines()[0]
+    )
     p.add_argument(
         "--from",
         dest="start",
@@ -89,19 +96,21 @@ def parse(argv: list[str] | None) -> Args:
 # --- revisions -------------------------------------------------------------------------
 
 
-def configured_revision(settings: Settings) -> str | None:
+def configured_revision(settings: GuardSettings) -> str | None:
     """The configured database's revision, if it answers within a few seconds."""
     try:
         url = settings.sync_url
         engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
-            heads = migrate.current_revisions(conn)
-    except (CommandFailure, SQLAlchemyError):
+            heads = db_heads(conn)
+    except (GuardError, SQLAlchemyError):
         return None
     return next(iter(heads)) if len(heads) == 1 else None
 
 
-def pending(script: ScriptDirectory, start: str | None, settings: Settings) -> tuple[str, list]:
+def pending(
+    script: ScriptDirectory, start: str | None, settings: GuardSettings
+) -> tuple[str, list]:
     """The starting revision and the revisions after it, oldest first."""
     heads = script.get_heads()
     if len(heads) != 1:
@@ -130,22 +139,33 @@ def pending(script: ScriptDirectory, start: str | None, settings: Settings) -> t
 # --- the app and the load --------------------------------------------------------------
 
 
-def app_env(pg: EmbeddedPostgres, settings: Settings, api_key: str) -> dict[str, str]:
-    env = {**os.environ, **env_for_url(pg.url), "ENVIRONMENT": "test", "API_KEY": api_key}
-    password = settings.postgres_app_password
-    env["POSTGRES_APP_USER"] = settings.postgres_app_user or ""
-    env["POSTGRES_APP_PASSWORD"] = password.get_secret_value() if password else ""
-    env.pop("PIPENV_ACTIVE", None)  # the child reads its settings from this environment
-    return env
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-def start_app(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+def target_of(cfg: Config) -> RehearsalTarget:
+    found = hook(cfg, "rehearse_target")
+    if found is None:
+        raise RehearsalError(
+            f"rehearse needs the project's app and load: name a RehearsalTarget as "
+            f"rehearse_target in [{SECTION}] of alembic.ini (alembic-pg-guard's README)"
+        )
+    target = found() if callable(found) else found
+    if not isinstance(target, RehearsalTarget):
+        raise RehearsalError(f"rehearse_target is {type(target).__name__}, not RehearsalTarget")
+    return target
+
+
+def start_app(
+    target: RehearsalTarget, env: dict[str, str], cwd: Path, log: Path
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    command = [part.format(port=port) for part in target.app_command]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port),
-             "--host", "127.0.0.1", "--no-access-log"],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -155,12 +175,12 @@ def start_app(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:]
             raise RehearsalError(f"the app exited at start: {' '.join(tail)}")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2):  # noqa: S310
+            with urllib.request.urlopen(url + target.health_path, timeout=2):  # noqa: S310
                 return proc, url
         except OSError:
             time.sleep(0.2)
     stop(proc)
-    raise RehearsalError("the app did not answer /health within 60 s")
+    raise RehearsalError(f"the app did not answer {target.health_path} within 60 s")
 
 
 def stop(proc: subprocess.Popen | None, timeout: float = 40) -> None:
@@ -174,34 +194,14 @@ def stop(proc: subprocess.Popen | None, timeout: float = 40) -> None:
         proc.wait()
 
 
-def load_plan(dsn: str, api_key: str, path: Path) -> None:
-    """The codes the load reads, and free user-assigned codes its writes create."""
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('country') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                raise RehearsalError(
-                    "the load addresses /country, but this revision has no country table: "
-                    "start from a later revision (--from)"
-                )
-            # to_jsonb: alpha3 is NULL, not an error, at revisions before it exists
-            cur.execute("SELECT alpha2, to_jsonb(c) ->> 'alpha3' FROM country AS c")
-            rows = cur.fetchall()
-    finally:
-        conn.close()
-    codes = sorted(a2 for a2, _ in rows)
-    taken = {c for row in rows for c in row if c}
-    free = [(a2, f"{a2}X") for a2 in FREE_ALPHA2 if a2 not in taken and f"{a2}X" not in taken]
-    path.write_text(json.dumps({"codes": codes, "free": free, "api_key": api_key}))
-
-
-def start_load(url: str, rate: float, plan: Path, out: Path, log: Path) -> subprocess.Popen:
+def start_load(
+    target: RehearsalTarget, url: str, rate: float, plan: Path, out: Path, cwd: Path, log: Path
+) -> subprocess.Popen:
+    args = ["--url", url, "--rate", str(rate), "--plan", str(plan), "--out", str(out)]
     with log.open("ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "devtools.rehearse.loadgen", "--url", url,
-             "--rate", str(rate), "--plan", str(plan), "--out", str(out)],
-            cwd=PROJECT_ROOT, stdout=err, stderr=subprocess.STDOUT, start_new_session=True,
+            [*target.load_command, *args], cwd=cwd, stdout=err, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
 
 
@@ -218,9 +218,8 @@ def read_records(path: Path) -> list[list]:
 # --- the rehearsal ---------------------------------------------------------------------
 
 
-def rehearse(args: Args, console: Console) -> dict:
-    settings = read_settings()
-    cfg = migrate.alembic_config(settings)
+def rehearse(cfg: Config, args: Args, console: Console) -> dict:
+    settings, target, root = settings_of(cfg), target_of(cfg), project_root(cfg)
     start, todo = pending(ScriptDirectory.from_config(cfg), args.start, settings)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("app.log", "loadgen.log"):
@@ -230,20 +229,17 @@ def rehearse(args: Args, console: Console) -> dict:
     app = load = None
     sampler: LockSampler | None = None
     failed_at: str | None = None
-    with throwaway(prefix="country-rehearse-") as pg:
-        target = settings.for_database(pg.url).model_copy(
-            update={
-                "postgres_app_user": APP_ROLE,
-                "postgres_app_password": SecretStr(secrets.token_urlsafe(16)),
-            }
-        )
-        engine = migrate.sync_engine(target)
-        run_cfg = migrate.alembic_config(target)
+    role = AppRole(APP_ROLE, secrets.token_urlsafe(16))
+    with scratch_server(cfg) as server, fresh_database(server, "rehearse") as database:
+        throwaway = settings.for_database(database, app_role=role)
+        engine = migrate.sync_engine(throwaway)
+        run_cfg = attach(Config(cfg.config_file_name), throwaway)
+        run_cfg.set_main_option("script_location", cfg.get_main_option("script_location") or "")
         run_cfg.attributes["connection"] = engine  # env.py then leaves logging alone
-        dsn = pg.url
+        dsn = database.render_as_string(hide_password=False).replace("+psycopg2", "")
         try:
             with console.status(f"migrating a throwaway database to {start}"):
-                migrate.upgrade(target, target=start, cfg=run_cfg)
+                migrate.upgrade(run_cfg, start)
             console.log(f"throwaway PostgreSQL at {start}")
             t = time.monotonic()
             with console.status("seeding") as status:
@@ -254,12 +250,14 @@ def rehearse(args: Args, console: Console) -> dict:
                 )
             console.log(f"seeded {added} in {time.monotonic() - t:.1f} s")
             api_key = secrets.token_urlsafe(24)
-            app, url = start_app(app_env(pg, target, api_key), args.out / "app.log")
-            load_plan(dsn, api_key, args.out / "plan.json")
+            env = target.app_env(dsn, role, api_key)
+            app, url = start_app(target, env, root, args.out / "app.log")
+            target.plan(dsn, api_key, args.out / "plan.json")
             requests = args.out / "requests.jsonl"
             load = start_load(
-                url, args.rate, args.out / "plan.json", requests, args.out / "loadgen.log"
-            )
+                target, url, args.rate, args.out / "plan.json", requests, root,
+                args.out / "loadgen.log",
+            )  # fmt: skip
             origin = time.monotonic()
             sampler = LockSampler(dsn)
             sampler.start()
@@ -274,7 +272,7 @@ def rehearse(args: Args, console: Console) -> dict:
                 with console.status(f"applying {i}/{len(todo)}: {label}"):
                     tracer.active = True
                     try:
-                        migrate.upgrade(target, target=rev.revision, cfg=run_cfg)
+                        migrate.upgrade(run_cfg, rev.revision)
                     except Exception as exc:  # a revision that fails is the finding
                         window.error = str(exc).strip().splitlines()[0][:300]
                     finally:
@@ -351,12 +349,12 @@ def print_summary(result: dict, out: Path, console: Console) -> None:
     console.print(f"report: {out / 'report.json'}, timeline: {out / 'timeline.png'}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(cfg: Config, argv: list[str] | None = None) -> int:
     args = parse(argv)
     # stdout: stderr keeps the one line of a failure. Wide enough for the table in a log.
     console = Console(width=None if sys.stdout.isatty() else 130)
     with fail_on_errors():
-        result = rehearse(args, console)
+        result = rehearse(cfg, args, console)
         print_summary(result, args.out, console)
         over = [r for r in result["revisions"] if r["verdict"] != "pass"]
         if over:
@@ -368,7 +366,3 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

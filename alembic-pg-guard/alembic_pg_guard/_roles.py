@@ -1,7 +1,7 @@
-"""The API's least-privilege role, kept by the migration runner (docs/production.md).
+"""The API's least-privilege role, kept by the migration runner.
 
-The runner logs in as the schema owner (POSTGRES_USER) and, under the migration lock,
-makes POSTGRES_APP_USER a login role that may only read and write the app's rows: DML on
+The runner logs in as the schema owner and, under the migration lock, makes the
+app role (GuardSettings.app_role) a login role that may only read and write the app's rows: DML on
 every table and sequence of the schema, now and later (default privileges), read-only on
 `alembic_version` and `alembic_version_history` (which /ready reads), no DDL. Every
 statement is idempotent, so each run repairs drift.
@@ -10,15 +10,15 @@ statement is idempotent, so each run repairs drift.
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from src.cli import CommandFailure
-from src.config import Settings
+from alembic_pg_guard._errors import GuardError
+from alembic_pg_guard._settings import AppRole, Hints
 
 SCHEMA = "public"
 # The runner's bookkeeping: the API reads them (/ready), never writes them.
 VERSION_TABLES = ("alembic_version", "alembic_version_history")
 
 
-class RoleError(CommandFailure):
+class RoleError(GuardError):
     """The app role cannot be set up as configured: one line saying why."""
 
 
@@ -26,29 +26,28 @@ def _quote(conn: Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote_identifier(name)
 
 
-def ensure_app_role(conn: Connection, settings: Settings) -> str | None:
-    """Create or update POSTGRES_APP_USER and its grants; returns what it did, if anything."""
-    app = settings.postgres_app_user
-    if app is None:
-        return None
+def ensure_app_role(conn: Connection, role: AppRole, hints: Hints) -> str:
+    """Create or update the app role and its grants; returns what it did."""
+    app = role.name
     try:
-        return _ensure(conn, settings, app)
+        return _ensure(conn, role, hints)
     except DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) != "42501":  # insufficient_privilege
             raise
         reason = str(exc.orig).strip().splitlines()[0]
         raise RoleError(
-            f"cannot set up the API role {app!r} as {settings.sync_url.username!r} ({reason}): "
+            f"cannot set up the API role {app!r} as {conn.engine.url.username!r} ({reason}): "
             "run migrations as the schema owner with CREATEROLE, or create the role yourself"
         ) from None
 
 
-def _ensure(conn: Connection, settings: Settings, app: str) -> str:
+def _ensure(conn: Connection, app_role: AppRole, hints: Hints) -> str:
+    app = app_role.name
     owner = conn.scalar(text("SELECT current_user"))
     if app == owner:
         raise RoleError(
-            f"POSTGRES_APP_USER is {app!r}, the schema owner that runs migrations: "
-            "give the API its own role (or unset POSTGRES_APP_USER)"
+            f"{hints.app_user_setting} is {app!r}, the schema owner that runs migrations: "
+            f"give the API its own role (or unset {hints.app_user_setting})"
         )
     role = conn.execute(
         text("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = :r"),
@@ -56,22 +55,22 @@ def _ensure(conn: Connection, settings: Settings, app: str) -> str:
     ).first()
     if role is not None and any(role):
         raise RoleError(
-            f"POSTGRES_APP_USER {app!r} is a superuser or may create roles or databases: "
+            f"{hints.app_user_setting} {app!r} is a superuser or may create roles or databases: "
             "the API's role must not (ALTER ROLE ... NOSUPERUSER NOCREATEROLE NOCREATEDB)"
         )
     q_app = _quote(conn, app)
-    password = settings.postgres_app_password
+    password = app_role.password
     if role is None and password is None:
         raise RoleError(
-            f"role {app!r} (POSTGRES_APP_USER) does not exist: set POSTGRES_APP_PASSWORD "
-            "so that migrations create it, or create it yourself"
+            f"role {app!r} ({hints.app_user_setting}) does not exist: set "
+            f"{hints.app_password_setting} so that migrations create it, or create it yourself"
         )
     if password is not None:
         # psycopg2 binds the password client-side: utility statements take no parameters.
         verb = "CREATE" if role is None else "ALTER"
         conn.exec_driver_sql(
             f"{verb} ROLE {q_app} WITH LOGIN PASSWORD %(password)s",
-            {"password": password.get_secret_value()},
+            {"password": password},
         )
     database = _quote(conn, conn.scalar(text("SELECT current_database()")))
     schema, q_owner = _quote(conn, SCHEMA), _quote(conn, owner)

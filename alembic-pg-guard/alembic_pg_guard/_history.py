@@ -1,10 +1,10 @@
 """History integrity: the database remembers where each applied revision sat in the chain.
 
-Each revision applied by alembic/env.py leaves a row in `alembic_version_history`, in the
+Each revision applied through `run_env` (env.py) leaves a row in `alembic_version_history`, in the
 revision's own transaction: its id, its down_revision(s) and a hash of the chain from base
 to it. A history edited below what a database has applied (a revision inserted mid-chain,
-one removed or reordered) no longer matches those rows, and `migrate`, `start`, `/ready` and
-the `history` gate refuse it, naming the revision (docs/migrations.md, "History integrity").
+one removed or reordered) no longer matches those rows, and the runner, an app's readiness probe
+(`ready_problem`) and the `history` gate refuse it, naming the revision.
 """
 
 import hashlib
@@ -18,17 +18,17 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from src.cli import CommandFailure
-from src.config import Settings
+from alembic_pg_guard._errors import GuardError
+from alembic_pg_guard._settings import GuardSettings
 
 TABLE = "alembic_version_history"
 APPLIED, PARTIAL = "applied", "partial"
 # A deliberate rewrite (a squash): make the schema match, then empty the table; the next
 # run records the history as it is now.
-RESET_HINT = f"if the edit is deliberate, see docs/migrations.md (TRUNCATE {TABLE})"
+RESET_HINT = f"if the edit is deliberate, TRUNCATE {TABLE} (a squash: see the guard's README)"
 
 
-class HistoryError(CommandFailure):
+class HistoryError(GuardError):
     """The code's revision history differs from what the database applied: one line."""
 
 
@@ -254,11 +254,11 @@ def ready_problem(conn: Connection, code: CodeHistory, heads: set[str]) -> str |
     return edit_problem(code, heads, recorded)
 
 
-def gate_problems(cfg: Config, settings: Settings) -> list[str]:
+def gate_problems(cfg: Config, settings: GuardSettings) -> list[str]:
     """The `history` gate: the configured database, if one answers, applied this history."""
     try:
-        url = settings.sync_url
-    except CommandFailure as exc:
+        url = settings.gate_url or settings.sync_url
+    except GuardError as exc:
         print(f"history: skipped ({exc})")
         return []
     engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})

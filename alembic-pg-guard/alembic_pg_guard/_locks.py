@@ -5,7 +5,7 @@ pg_blocking_pids() answer: a sampler on its own connection records the blockers 
 migrator waits. `CREATE/DROP INDEX CONCURRENTLY` and `REINDEX ... CONCURRENTLY` wait for
 every older transaction on any table (pg_dump, a report): they get
 MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS as their lock_timeout instead of
-MIGRATION_LOCK_TIMEOUT_MS (docs/migrations.md, "Locks").
+MIGRATION_LOCK_TIMEOUT_MS (the guard's README, "Locks").
 """
 
 import re
@@ -18,7 +18,7 @@ from sqlalchemy import URL, Connection, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from src.config import Settings
+from alembic_pg_guard._settings import GuardSettings
 
 LOCK_NOT_AVAILABLE = "55P03"
 CONCURRENTLY = re.compile(
@@ -113,14 +113,14 @@ class ConcurrentPolicy:
     statement_timeout for the wait). `running`: the concurrent statement under way, which
     is still set when that statement failed."""
 
-    settings: Settings
+    settings: GuardSettings
     running: str | None = None
 
     def _limits(self, concurrent: bool) -> tuple[int, int]:
         s = self.settings
         if not concurrent:
-            return s.migration_lock_timeout_ms, s.migration_statement_timeout_ms
-        wait, run = s.migration_concurrent_index_timeout_ms, s.migration_statement_timeout_ms
+            return s.lock_timeout_ms, s.statement_timeout_ms
+        wait, run = s.concurrent_index_timeout_ms, s.statement_timeout_ms
         return wait, 0 if 0 in (wait, run) else wait + run
 
     def _set(self, cursor, concurrent: bool) -> None:
@@ -142,7 +142,7 @@ class ConcurrentPolicy:
 
 @contextmanager
 def concurrent_index_policy(
-    connection: Connection, settings: Settings
+    connection: Connection, settings: GuardSettings
 ) -> Iterator[ConcurrentPolicy]:
     policy = ConcurrentPolicy(settings)
     event.listen(connection, "before_cursor_execute", policy.before)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devtools.rehearse.observe import BLOCKS_READS, BLOCKS_WRITES, LockWait, Statement
+from alembic_pg_guard._rehearse.observe import BLOCKS_READS, BLOCKS_WRITES, LockWait, Statement
 
 # Before each revision, this many seconds of requests decide which kinds are live.
 LIVENESS_SECONDS = 3.0

@@ -55,7 +55,7 @@ def add_revision(repo: Path, revision: str, body: str) -> None:
 
 def check_compat(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "devtools.compat", *args],
+        [sys.executable, "-m", "alembic_pg_guard", "compat", *args],
         cwd=repo,
         env=child_env(),
         capture_output=True,

@@ -1,8 +1,8 @@
-"""What autogenerate compares and what it refuses to write (alembic/env.py wires it in).
+"""What autogenerate compares and what it refuses to write (`run_env` wires it in).
 
 Compares, beyond Alembic's defaults: PostgreSQL enum types and their values
 (alembic-postgresql-enum) and named CHECK constraints (Alembic's opt-in plugin; every
-constraint is named by src.models' convention, so it has no false positives here).
+constraint should be named by the models' naming convention, or it compares by name only).
 
 Refuses: a drop + add that looks like a rename (of a column, or of a table with the same
 columns), which would lose the data, unless allowed. Skips an empty revision. Guards an
@@ -22,10 +22,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from alembic_postgresql_enum.operations.sync_enum_values import SyncEnumValuesOp
 
+from alembic_pg_guard._settings import Hints
+
 # Alembic's default comparators plus the opt-in CHECK constraint one.
 AUTOGENERATE_PLUGINS = ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname"]
 NOTHING_TO_DO = "No schema changes detected: no revision written."
-OPT_OUT = "ALEMBIC_ALLOW_DROP_ADD=1 (or alembic -x allow_drop_add=1 revision ...)"
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def suspected_renames(upgrade_ops: ops.UpgradeOps) -> list[Rename]:
     return [*table_renames(upgrade_ops), *column_renames(upgrade_ops)]
 
 
-def refusal(renames: list[Rename]) -> str:
+def refusal(renames: list[Rename], hints: Hints) -> str:
     """The guard's one message: what it saw, the in-place rename, the live-system path."""
     return (
         "refusing to write a revision that drops and adds what looks like a rename, "
@@ -109,8 +110,8 @@ def refusal(renames: list[Rename]) -> str:
         "To rename in place, write an empty revision (alembic revision -m '...') with: "
         f"{'; '.join(r.in_place() for r in renames)}. "
         "While old code still runs against the database (a rolling deploy), expand/contract "
-        f"instead: {'; '.join(r.expand_contract() for r in renames)} (docs/migrations.md). "
-        f"If you really mean drop + add, rerun with {OPT_OUT}."
+        f"instead: {'; '.join(r.expand_contract() for r in renames)} ({hints.docs}). "
+        f"If you really mean drop + add, rerun with {hints.allow_drop_add}."
     )
 
 
@@ -176,7 +177,12 @@ def autogenerating_revision(context: MigrationContext) -> bool:
 
 
 def process_revision_directives(
-    context: MigrationContext, revision: object, directives: list, *, allow_drop_add: bool
+    context: MigrationContext,
+    revision: object,
+    directives: list,
+    *,
+    allow_drop_add: bool,
+    hints: Hints,
 ) -> None:
     if not autogenerating_revision(context):
         return
@@ -189,7 +195,7 @@ def process_revision_directives(
     if renames and not allow_drop_add:
         if context.config is not None and context.config.cmd_opts is not None:
             # The CLI would print a CommandError twice (logged, then "FAILED:"): once, exit 1.
-            sys.exit(f"error: {refusal(renames)}")
-        raise CommandError(refusal(renames))
+            sys.exit(f"error: {refusal(renames, hints)}")
+        raise CommandError(refusal(renames, hints))
     for container in [*script.upgrade_ops_list, *script.downgrade_ops_list]:
         guard_enum_removals(container)

@@ -58,7 +58,7 @@ UNSAFE = {
 
 def rehearse(cwd: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "devtools.rehearse", *FLAGS, "--out", str(out), *args],
+        [sys.executable, "-m", "alembic_pg_guard", "rehearse", *FLAGS, "--out", str(out), *args],
         cwd=cwd,
         env=child_env(),
         capture_output=True,

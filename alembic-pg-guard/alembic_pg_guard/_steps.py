@@ -2,7 +2,7 @@
 already committed, what happens when it fails.
 
 - Applied: its history row is written and no INVALID index or stray NOT VALID constraint
-  is left (src/history.py, src/leftovers.py), in its own transaction: else not recorded.
+  is left (_history.py, _leftovers.py), in its own transaction: else not recorded.
 - Cancelled by lock_timeout: retried with backoff up to MIGRATION_LOCK_RETRIES times,
   naming who blocked it; then one line.
 - Failed after an autocommit_block committed part of it: one line saying what stays
@@ -19,18 +19,19 @@ from functools import wraps
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 
-from src import history, leftovers
-from src.cli import CommandFailure
-from src.config import Settings
-from src.locks import BlockerSampler, concurrent_index_policy, is_lock_timeout
+from alembic_pg_guard import _history as history
+from alembic_pg_guard import _leftovers as leftovers
+from alembic_pg_guard._errors import GuardError
+from alembic_pg_guard._locks import BlockerSampler, concurrent_index_policy, is_lock_timeout
+from alembic_pg_guard._settings import GuardSettings
 
 READ_ONLY = ("SELECT", "SHOW", "SET", "WITH")
-# Added to a revision's own exception: src.migrate then names the revision in one line.
+# Added to a revision's own exception: the runner then names the revision in one line.
 REVISION_NOTE = "in revision "
 SHOWN_STATEMENTS = 3
 
 
-class RevisionFailure(CommandFailure):
+class RevisionFailure(GuardError):
     """A revision failed in a way worth one line (lock timeout, half applied, leftovers)."""
 
 
@@ -132,7 +133,7 @@ class Run:
     """Runs `run_migrations` (env.py's context.run_migrations) with the policies above."""
 
     connection: Connection
-    settings: Settings
+    settings: GuardSettings
     script: ScriptDirectory
     external: bool  # a caller's transaction (pytest-alembic): no retry, no bookkeeping
     tracker: StepTracker = field(default_factory=StepTracker)
@@ -165,7 +166,7 @@ class Run:
         s = self.settings
         pid = self.connection.connection.dbapi_connection.get_backend_pid()
         # A few samples per lock_timeout: the last one before the cancel is the blocker.
-        lock_ms = s.migration_lock_timeout_ms
+        lock_ms = s.lock_timeout_ms
         interval = min(max(lock_ms / 4000, 0.02), 0.5) if lock_ms else 0.5
         attempts: dict[str | None, int] = {}
         with (
@@ -199,12 +200,12 @@ class Run:
         """Raise one line, or return the delay before a retry (None: the error as it is)."""
         s, name = self.settings, self.code.name(revision)
         half = self._remember_partial(revision)
-        if isinstance(exc, CommandFailure):  # leftovers, from on_version_apply
+        if isinstance(exc, GuardError):  # leftovers, from on_version_apply
             raise RevisionFailure(f"{exc}{half}") from None
         if is_lock_timeout(exc) and concurrent:
             raise RevisionFailure(
                 f"revision {name}: {concurrent[:80]} waited "
-                f"MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS={s.migration_concurrent_index_timeout_ms}"
+                f"MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS={s.concurrent_index_timeout_ms}"
                 f" for older transactions; {sampler.describe()}: end it "
                 "(SELECT pg_terminate_backend(<pid>)) or raise the setting, then migrate again "
                 "(a cancelled build leaves an INVALID index: DROP INDEX CONCURRENTLY it unless "
@@ -212,18 +213,18 @@ class Run:
             ) from None
         if is_lock_timeout(exc):
             attempts[revision] = tried = attempts.get(revision, 0) + 1
-            if self.external or tried > s.migration_lock_retries:
+            if self.external or tried > s.lock_retries:
                 statement = " ".join(str(getattr(exc, "statement", "")).split())[:80]
                 raise RevisionFailure(
                     f"revision {name} could not get its locks in {tried} attempt(s), each "
-                    f"cancelled after MIGRATION_LOCK_TIMEOUT_MS={s.migration_lock_timeout_ms} "
+                    f"cancelled after MIGRATION_LOCK_TIMEOUT_MS={s.lock_timeout_ms} "
                     f"({first_line(exc)}: {statement}); {sampler.describe()}: end that session "
                     f"or migrate when it is idle, or raise MIGRATION_LOCK_RETRIES{half}"
                 ) from None
-            delay = s.migration_lock_retry_delay_seconds * 2 ** (tried - 1)
+            delay = s.lock_retry_delay_seconds * 2 ** (tried - 1)
             print(
                 f"lock timeout in revision {name} (attempt {tried} of "
-                f"{s.migration_lock_retries + 1}): {sampler.describe()}; retrying in {delay:g}s",
+                f"{s.lock_retries + 1}): {sampler.describe()}; retrying in {delay:g}s",
                 file=sys.stderr,
                 flush=True,
             )

@@ -13,14 +13,14 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
-from src.cli import CommandFailure
+from alembic_pg_guard._errors import GuardError
 
 ALLOW_NAME = "not_valid_allow"
 SCHEMA = "public"
 VALIDATE = re.compile(r"VALIDATE\s+CONSTRAINT", re.IGNORECASE)
 
 
-class LeftoverError(CommandFailure):
+class LeftoverError(GuardError):
     """An INVALID index or an unintended NOT VALID constraint: one line naming them."""
 
 
@@ -77,7 +77,7 @@ def problems(conn: Connection, script: ScriptDirectory, heads: Iterable[str]) ->
     found = [
         f"index {index} on {table} is INVALID (a CREATE INDEX CONCURRENTLY that failed or "
         "timed out; IF NOT EXISTS would skip it): DROP INDEX CONCURRENTLY "
-        f"{index}; then migrate again (pipenv run migrate)"
+        f"{index}; then migrate again"
         for index, table in invalid_indexes(conn)
     ]
     heads = list(heads)

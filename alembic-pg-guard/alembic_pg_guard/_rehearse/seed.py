@@ -18,11 +18,11 @@ import pycountry
 from sqlalchemy import Column, Connection, Engine, Enum, MetaData, Table, text
 from sqlalchemy import types as sqltypes
 
-from src import history
-from src.cli import CommandFailure
+from alembic_pg_guard._errors import GuardError
+from alembic_pg_guard._history import TABLE as HISTORY_TABLE
 
-# The runner's bookkeeping (alembic_version, src/history.py's table): never seeded.
-VERSION_TABLES = frozenset({"alembic_version", history.TABLE})
+# The runner's bookkeeping (alembic_version, the history table): never seeded.
+VERSION_TABLES = frozenset({"alembic_version", HISTORY_TABLE})
 # Tables that others reference get this many times fewer rows than the largest one.
 PARENT_RATIO = 1000
 # Unique values use letters only (codes such as alpha-2 are letters); at most half of a
@@ -44,7 +44,7 @@ ISO_CODES = {
 }
 
 
-class SeedError(CommandFailure):
+class SeedError(GuardError):
     """A schema the generator cannot fill: one line naming the table and column."""
 
 

@@ -1,13 +1,11 @@
-"""What the squawk gate adds to squawk (devtools.squawk_rules): fixes that never leave an
+"""What the squawk gate adds to squawk (_squawk_rules): fixes that never leave an
 INVALID index, and the varchar widening, shown on PostgreSQL to rewrite nothing."""
 
 from pathlib import Path
 
 import pytest
+from alembic_pg_guard import _squawk_rules as squawk_rules
 from sqlalchemy import Engine, text
-
-from devtools import squawk_rules
-from tests.helpers import fresh_engine
 
 STATEMENTS = {
     "CREATE INDEX gadget_name_idx ON gadget (name);",
@@ -64,7 +62,7 @@ def relfilenode(conn) -> int:
     ],
 )
 def test_a_varchar_widening_rewrites_nothing_on_postgresql_and_only_it_is_exempt(
-    tmp_path: Path, sync_engine: Engine, old, new, old_sql, sql_type, widening
+    tmp_path: Path, engine: Engine, old, new, old_sql, sql_type, widening
 ):
     """The exemption is PostgreSQL's behaviour: a widening keeps the table's file (no
     rewrite); a narrowing or text -> varchar(n) writes a new one."""
@@ -78,7 +76,7 @@ def test_a_varchar_widening_rewrites_nothing_on_postgresql_and_only_it_is_exempt
         if old.startswith("sa.Text")
         else f"VARCHAR({old.split('(')[1].split(')')[0].split('=')[-1]})"
     )
-    with fresh_engine(sync_engine) as (_, engine), engine.begin() as conn:
+    with engine.begin() as conn:
         conn.execute(text(f"CREATE TABLE gadget (id bigint PRIMARY KEY, code {old_sql})"))
         conn.execute(text("INSERT INTO gadget SELECT i, 'x' FROM generate_series(1, 100) i"))
         before = relfilenode(conn)

@@ -1,5 +1,6 @@
-"""The migration gates (devtools.migration_checks): each one passes on a good history and is
-shown failing on a bad one, built in a scratch copy of the project."""
+"""The migration gates (alembic-pg-guard's `check`, as this project wires them): each one
+passes on the project's history and is shown failing on a bad one, built in a scratch copy
+of the project."""
 
 import os
 import re
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 from alembic.script import ScriptDirectory
+from alembic_pg_guard import run_gates
 from sqlalchemy import Engine
 
-from devtools import migration_checks
 from src.config import PROJECT_ROOT, Settings
-from src.migrate import alembic_config
+from src.migrations import alembic_config
 from tests.helpers import (
     add_to_country_model,
     child_env,
@@ -68,7 +69,8 @@ def gates(project: Path, *args: str, **env: str):
     listens on: no gate may touch a real one unless a test points it there."""
     return run_python(
         "-m",
-        "devtools.migration_checks",
+        "alembic_pg_guard",
+        "check",
         *args,
         cwd=project,
         env=child_env(unreachable_url(), **env),
@@ -112,8 +114,8 @@ def only_revisions(project: Path, *revisions: tuple[str, str | None, str]) -> Pa
 # --- heads -----------------------------------------------------------------------------
 
 
-def test_heads_gate_passes_on_the_project(capsys):
-    assert migration_checks.check_heads(alembic_config()) == []
+def test_heads_gate_passes_on_the_project(settings: Settings, capsys):
+    assert run_gates("heads", alembic_config(settings)) == []
     (head,) = ScriptDirectory.from_config(alembic_config()).get_heads()
     assert capsys.readouterr().out == f"heads: ok ({head})\n"
 
@@ -222,7 +224,7 @@ def test_a_clean_git_merge_that_makes_two_heads_is_caught_by_the_hooks(tmp_path:
 
 def test_drift_gate_passes_on_the_project(sync_engine: Engine):
     """--configured-db: TEST_DATABASE_URL (here a fresh database, while the configured one
-    is unreachable), upgraded by src.migrate."""
+    is unreachable), upgraded by the runner."""
     with fresh_database(sync_engine) as url:
         proc = gates(PROJECT_ROOT, "drift", "--configured-db", TEST_DATABASE_URL=url_string(url))
     assert proc.returncode == 0, proc.stderr
@@ -239,22 +241,8 @@ def test_drift_gate_fails_when_a_model_changes_without_a_revision(project: Path)
     lines = gate_failure(gates(project, "drift"))
     assert lines == [
         "drift: the models differ from the migrations: add_column country.drifted; "
-        f"{migration_checks.REVISION_HINT}"
+        "write a revision: pipenv run alembic-revision -m '...'"
     ]
-
-
-def test_describe_diff_names_what_changed():
-    from sqlalchemy import Column, Index, MetaData, String, Table
-
-    table = Table("t", MetaData(), Column("c", String(5)))
-    assert migration_checks.describe_diff(("add_table", table)) == "add_table t"
-    assert migration_checks.describe_diff(("remove_column", None, "t", table.c.c)) == (
-        "remove_column t.c"
-    )
-    index = Index("t_c_idx", table.c.c)
-    assert migration_checks.describe_diff(("add_index", index)) == "add_index t_c_idx on t"
-    modify = [("modify_nullable", None, "t", "c", {}, True, False)]
-    assert migration_checks.describe_diff(modify) == "modify_nullable t.c: True -> False"
 
 
 # --- squawk ----------------------------------------------------------------------------
@@ -432,13 +420,9 @@ def test_a_revision_mixing_a_transaction_and_an_autocommit_block_is_refused_unle
     ) in proc.stdout
 
 
-@pytest.mark.parametrize("revision", ["d6afc1b465f9", "4846b796fdab", "185c925ed393"])
-def test_the_projects_autocommit_revisions_pass_the_atomicity_rule(settings: Settings, revision):
-    cfg = alembic_config(settings)
-    lint = migration_checks.lint_revision(
-        cfg, ScriptDirectory.from_config(cfg).get_revision(revision)
-    )
-    assert lint.problems == []
+def test_the_projects_revisions_pass_squawk_and_the_atomicity_rule(settings: Settings):
+    """Its autocommit revisions (d6afc1b465f9, 4846b796fdab, 185c925ed393) included."""
+    assert run_gates("squawk", alembic_config(settings)) == []
 
 
 def test_squawk_allow_in_a_revision_allows_those_rules_there_only(project: Path):
@@ -505,26 +489,13 @@ def test_squawk_allow_must_be_accurate(
         ("aaaa00000001", None, CLEAN_BASE),
         ("bbbb00000002", "aaaa00000001", f"squawk_allow = {allow}\n\n\n{RISKY}"),
     )
-    problems = migration_checks.check_squawk(scratch_config(settings, project / "alembic"))
+    problems = run_gates("squawk", scratch_config(settings, project / "alembic"))
     ours = [line for line in problems if "bbbb00000002" in line]
     assert len(ours) == 1 and problem in ours[0], problems
     assert "alembic/versions/bbbb00000002_test_only.py: bbbb00000002: " in ours[0]
     assert "squawk: bbbb00000002 test-only revision bbbb00000002: 1 problem(s)" in (
         capsys.readouterr().out
     )
-
-
-def test_squawk_allowances_are_read_without_importing_the_revision(tmp_path: Path):
-    path = tmp_path / "rev.py"
-    path.write_text(
-        'raise SystemExit("imported!")\n'
-        'squawk_allow: dict[str, str] = {"ban-drop-column": "the column was never read"}\n'
-    )
-    assert migration_checks.squawk_allowances(path) == {
-        "ban-drop-column": "the column was never read"
-    }
-    path.write_text("def upgrade(): pass\n")
-    assert migration_checks.squawk_allowances(path) == {}
 
 
 # --- a broken revision: one line, never a traceback ------------------------------------
@@ -598,9 +569,9 @@ def test_a_type_change_without_using_is_one_line_from_drift(project: Path, sync_
 
 def test_gates_run_in_ci_hooks_and_pipfile_scripts():
     scripts = tomllib.loads((PROJECT_ROOT / "Pipfile").read_text())["scripts"]
-    assert scripts["check-migrations"] == "python -m devtools.migration_checks all"
+    assert scripts["check-migrations"] == "python -m alembic_pg_guard check all"
     for gate in ("heads", "drift", "squawk"):
-        assert scripts[f"check-{gate}"] == f"python -m devtools.migration_checks {gate}"
+        assert scripts[f"check-{gate}"] == f"python -m alembic_pg_guard check {gate}"
 
     ci = (PROJECT_ROOT / ".ci" / "run").read_text()
     assert "pipenv run check-migrations" in ci
@@ -610,7 +581,7 @@ def test_gates_run_in_ci_hooks_and_pipfile_scripts():
     hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
     for gate in ("heads", "squawk", "drift"):
         hook = hooks[f"migration-{gate}"]
-        assert hook["entry"] == f".venv/bin/python -m devtools.migration_checks {gate}"
+        assert hook["entry"] == f".venv/bin/python -m alembic_pg_guard check {gate}"
         assert hook["pass_filenames"] is False
         files = re.compile(hook["files"])
         assert files.search("src/models.py")
@@ -621,7 +592,7 @@ def test_gates_run_in_ci_hooks_and_pipfile_scripts():
     # On the merged tree, whatever files the merge touched; first on pre-push, alone.
     assert set(config["default_install_hook_types"]) >= {"pre-merge-commit", "post-merge"}
     merged = hooks["migration-heads-merged"]
-    assert merged["entry"] == ".venv/bin/python -m devtools.migration_checks heads"
+    assert merged["entry"] == ".venv/bin/python -m alembic_pg_guard check heads"
     assert set(merged["stages"]) == {"pre-merge-commit", "post-merge", "pre-push"}
     assert merged["always_run"] and merged["fail_fast"]
     pre_push = [h["id"] for h in hooks.values() if "pre-push" in h.get("stages", [])]

@@ -3,7 +3,7 @@ and the varchar widening that squawk flags although PostgreSQL does not rewrite 
 
 No advice here may leave an INVALID index behind: a concurrent build that failed leaves
 one, and `if_not_exists=True` would then record success. The fix drops the leftover
-first (DROP INDEX CONCURRENTLY IF EXISTS), as revisions d6afc1b465f9 and 4846b796fdab do.
+first (DROP INDEX CONCURRENTLY IF EXISTS).
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ CONCURRENT_INDEX = (
 )
 NOT_VALID_THEN_VALIDATE = (
     '{create}(..., postgresql_not_valid=True) in this revision, then op.execute("ALTER '
-    'TABLE {table} VALIDATE CONSTRAINT {constraint}") in the next one (as 726cc7c321d4 '
-    "-> 5e0c05eee4c6)"
+    'TABLE {table} VALIDATE CONSTRAINT {constraint}") in the next one'
 )
 EXPAND_CONTRACT = (
     "expand/contract: add the new {what} next to the old one and backfill it, release code "
-    "that uses the new one, then drop the old one in a later revision (pipenv run "
-    "check-compat tells when no released code reads it)"
+    "that uses the new one, then drop the old one in a later revision (the compat check "
+    "tells when no released code reads it)"
 )
 
 # rule -> the Alembic fix; {table}, {column}, {index}, {constraint} come from the statement.
@@ -84,11 +83,11 @@ FIXES: dict[str, str] = {
         "nullable=True)), backfill in batches, then op.alter_column(..., server_default=...)"
     ),
     "ban-drop-column": (
-        "drop it only once no released code reads it (pipenv run check-compat), then allow "
+        "drop it only once no released code reads it (the compat check), then allow "
         "it with that reason"
     ),
     "ban-drop-table": (
-        "drop it only once no released code reads it (pipenv run check-compat), then allow "
+        "drop it only once no released code reads it (the compat check), then allow "
         "it with that reason"
     ),
     "renaming-column": (

@@ -1,0 +1,60 @@
+"""The command line: `python -m alembic_pg_guard [-c alembic.ini] COMMAND` (or
+`alembic-pg-guard COMMAND`). Every failure is one `error:` line on stderr, exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alembic_pg_guard._config import load_config
+from alembic_pg_guard._errors import fail_on_errors
+from alembic_pg_guard._gates import GATES, check
+from alembic_pg_guard._runner import upgrade
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alembic-pg-guard", description=__doc__.splitlines()[0])
+    p.add_argument("-c", "--config", help="alembic.ini (default: ALEMBIC_CONFIG, ./alembic.ini)")
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("migrate", help="the locked runner: upgrade to head (or --target)")
+    run.add_argument("--target", default="head", help="revision to upgrade to (default: head)")
+    gates = commands.add_parser("check", help="the migration gates: " + ", ".join(GATES))
+    gates.add_argument("gate", choices=[*GATES, "all"])
+    gates.add_argument(
+        "--configured-db",
+        action="store_true",
+        help="drift: on the settings' gate_url, else their url (upgraded to head), instead "
+        "of a throwaway database",
+    )
+    gates.add_argument("--scratch-url", help="a server where the gates may CREATE DATABASE")
+    compat = commands.add_parser("compat", help="the previous release's tests on the new head")
+    compat.add_argument("--base", metavar="REF", help="git ref of the old code")
+    compat.add_argument("--scratch-url", help="a server where it may CREATE DATABASE")
+    rehearse = commands.add_parser(
+        "rehearse", help="pending revisions on a big throwaway copy under load", add_help=False
+    )
+    rehearse.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    with fail_on_errors():
+        cfg = load_config(args.config)
+        if args.command == "migrate":
+            print(upgrade(cfg, args.target))
+        elif args.command == "check":
+            check(cfg, args.gate, configured_db=args.configured_db, scratch_url=args.scratch_url)
+        elif args.command == "compat":
+            from alembic_pg_guard._compat import run as compat
+
+            print(compat(cfg, args.base, scratch_url=args.scratch_url))
+        else:
+            from alembic_pg_guard._rehearse.run import main as rehearse
+
+            return rehearse(cfg, args.args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Alembic's Config as the guard's way in: the settings a caller attached, else the
+function alembic.ini names; the project's other hooks (a throwaway server, the load)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+
+from alembic_pg_guard._errors import GuardError
+from alembic_pg_guard._settings import GuardSettings
+
+SECTION = "alembic_pg_guard"
+SETTINGS_ATTRIBUTE = "alembic_pg_guard.settings"
+
+
+def attach(cfg: Config, settings: GuardSettings) -> Config:
+    """Hand `settings` to env.py and the guard's commands through `cfg`."""
+    cfg.attributes[SETTINGS_ATTRIBUTE] = settings
+    return cfg
+
+
+def option(cfg: Config, name: str) -> str | None:
+    value = cfg.get_section_option(SECTION, name) if cfg.file_config.has_section(SECTION) else None
+    return value.strip() if value and value.strip() else None
+
+
+def project_root(cfg: Config) -> Path:
+    """alembic.ini's folder (the current one when the Config has no file)."""
+    return Path(cfg.config_file_name).resolve().parent if cfg.config_file_name else Path.cwd()
+
+
+def hook(cfg: Config, name: str) -> Callable[..., Any] | None:
+    """The `module:attribute` that alembic.ini's [alembic_pg_guard] names as `name`."""
+    spec = option(cfg, name)
+    if spec is None:
+        return None
+    module, _, attribute = spec.partition(":")
+    root = str(project_root(cfg))
+    if root not in sys.path:  # as alembic's prepend_sys_path = . does for env.py
+        sys.path.insert(0, root)
+    try:
+        found = getattr(importlib.import_module(module), attribute or "main")
+    except (ImportError, AttributeError) as exc:
+        raise GuardError(f"alembic.ini [{SECTION}] {name} = {spec}: {exc}") from None
+    return found
+
+
+def settings_of(cfg: Config) -> GuardSettings:
+    """The attached settings, else those of alembic.ini's `settings` hook (read once),
+    else defaults with the URL of sqlalchemy.url or DATABASE_URL."""
+    given = cfg.attributes.get(SETTINGS_ATTRIBUTE)
+    if given is not None:
+        return given
+    provider = hook(cfg, "settings")
+    if provider is not None:
+        settings = provider()
+        if not isinstance(settings, GuardSettings):
+            raise GuardError(
+                f"alembic.ini [{SECTION}] settings = {option(cfg, 'settings')} returned "
+                f"{type(settings).__name__}, not GuardSettings"
+            )
+    else:
+        url = cfg.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
+        settings = GuardSettings(url=url or None, no_url="set sqlalchemy.url or DATABASE_URL")
+    attach(cfg, settings)
+    return settings
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """alembic.ini (ALEMBIC_CONFIG, else ./alembic.ini) with an absolute script location."""
+    path = Path(path or os.environ.get("ALEMBIC_CONFIG") or "alembic.ini").resolve()
+    if not path.is_file():
+        raise GuardError(f"no Alembic configuration at {path}: give -c PATH/alembic.ini")
+    cfg = Config(str(path))
+    location = cfg.get_main_option("script_location")
+    if location and not Path(location).is_absolute():
+        cfg.set_main_option("script_location", str(path.parent / location))
+    return cfg
