@@ -21,8 +21,9 @@ WORKDIR /app
 RUN pip install --no-cache-dir pipenv==2026.10.3
 COPY Pipfile Pipfile.lock ./
 # The guard is installed from its path (editable: the venv points at /app/alembic-pg-guard,
-# which the runtime stage copies to the same place).
-COPY alembic-pg-guard ./alembic-pg-guard
+# which the runtime stage copies to the same place); its tests stay out.
+COPY alembic-pg-guard/pyproject.toml alembic-pg-guard/README.md ./alembic-pg-guard/
+COPY alembic-pg-guard/alembic_pg_guard ./alembic-pg-guard/alembic_pg_guard
 # --deploy: fail the build if Pipfile.lock is out of date with the Pipfile.
 RUN pipenv install --deploy
 
@@ -32,7 +33,8 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin
 WORKDIR /app
 # Owned by root and read-only for the app user: the service cannot rewrite its own code.
 COPY --from=build /app/.venv /app/.venv
-COPY alembic-pg-guard ./alembic-pg-guard
+COPY alembic-pg-guard/pyproject.toml alembic-pg-guard/README.md ./alembic-pg-guard/
+COPY alembic-pg-guard/alembic_pg_guard ./alembic-pg-guard/alembic_pg_guard
 COPY alembic.ini ./
 COPY alembic ./alembic
 COPY src ./src

@@ -28,7 +28,6 @@ from src.config import PROJECT_ROOT, Settings
 from tests.helpers import API_KEY, child_env, wait_for
 
 README = PROJECT_ROOT / "README.md"
-MAX_LINES = 200
 FENCED_BLOCK = re.compile(r"^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.M | re.S)
 SHELL_LANGS = {"bash", "sh", "shell", "console", ""}
 # A shell comment (a `#` at a line's start or after a blank) whose first word is a status.
@@ -163,11 +162,6 @@ def database_state(url: str) -> tuple:
 
 
 # --- the page itself --------------------------------------------------------------------
-
-
-def test_readme_is_at_most_200_lines():
-    lines = len(readme_text().splitlines())
-    assert lines <= MAX_LINES, f"README.md has {lines} lines; move detail to docs/"
 
 
 def test_every_pipfile_script_is_in_the_readme():

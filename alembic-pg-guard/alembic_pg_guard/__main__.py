@@ -30,15 +30,17 @@ def parser() -> argparse.ArgumentParser:
     compat = commands.add_parser("compat", help="the previous release's tests on the new head")
     compat.add_argument("--base", metavar="REF", help="git ref of the old code")
     compat.add_argument("--scratch-url", help="a server where it may CREATE DATABASE")
-    rehearse = commands.add_parser(
+    commands.add_parser(  # its own options: `rehearse --help`
         "rehearse", help="pending revisions on a big throwaway copy under load", add_help=False
     )
-    rehearse.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    if rest and args.command != "rehearse":
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     with fail_on_errors():
         cfg = load_config(args.config)
         if args.command == "migrate":
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from alembic_pg_guard._rehearse.run import main as rehearse
 
-            return rehearse(cfg, args.args)
+            return rehearse(cfg, rest)
     return 0
 
 

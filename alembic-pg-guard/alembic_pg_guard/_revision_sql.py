@@ -161,6 +161,8 @@ def render(cfg: Config, revision: Script, direction: str) -> RenderedRevision:
     offline = Config(output_buffer=buffer, stdout=io.StringIO())  # no ini: no logging setup
     offline.set_main_option("script_location", cfg.get_main_option("script_location") or "")
     offline.set_main_option("path_separator", "os")
+    if prepend := cfg.get_main_option("prepend_sys_path"):  # where env.py finds the models
+        offline.set_main_option("prepend_sys_path", prepend)
     if settings := cfg.attributes.get(SETTINGS_ATTRIBUTE):
         offline.attributes[SETTINGS_ATTRIBUTE] = settings
     target = revision_range(revision, direction)

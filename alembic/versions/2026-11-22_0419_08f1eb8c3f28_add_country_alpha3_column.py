@@ -18,7 +18,7 @@ down_revision: str | Sequence[str] | None = "c5e7ddd980eb"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Squawk rules this revision knowingly breaks, with why (devtools/migration_checks.py).
+# Squawk rules this revision knowingly breaks, with why (alembic-pg-guard's squawk gate).
 squawk_allow = {
     "prefer-text-field": "alpha-3 is three letters by definition",
     "constraint-missing-not-valid": "the original project's step, kept as history; ~250 rows",

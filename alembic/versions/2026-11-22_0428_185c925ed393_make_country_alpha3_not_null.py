@@ -23,7 +23,7 @@ down_revision: str | Sequence[str] | None = "847f19ae2edf"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Squawk rules this revision knowingly breaks, with why (devtools/migration_checks.py).
+# Squawk rules this revision knowingly breaks, with why (alembic-pg-guard's squawk gate).
 squawk_allow = {
     "ban-drop-constraint": "drops only the temporary CHECK this revision adds",
     "prefer-robust-stmts": "autocommit steps; re-runnable via the leading DROP IF EXISTS",

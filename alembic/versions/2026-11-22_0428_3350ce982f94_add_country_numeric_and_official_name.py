@@ -18,7 +18,7 @@ down_revision: str | Sequence[str] | None = "f868c4427b09"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Squawk rules this revision knowingly breaks, with why (devtools/migration_checks.py).
+# Squawk rules this revision knowingly breaks, with why (alembic-pg-guard's squawk gate).
 squawk_allow = {
     "prefer-text-field": "lengths are ISO formats; nullable ADD COLUMN is instant",
 }

@@ -20,7 +20,7 @@ down_revision: str | Sequence[str] | None = "3350ce982f94"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Squawk rules this revision knowingly breaks, with why (devtools/migration_checks.py).
+# Squawk rules this revision knowingly breaks, with why (alembic-pg-guard's squawk gate).
 squawk_allow = {
     "prefer-bigint-over-int": "ISO 3166-2 has ~5000 subdivisions: int ids suffice",
     "prefer-text-field": "new table, so no lock to fear; lengths are ISO formats",

@@ -23,7 +23,7 @@ down_revision: str | Sequence[str] | None = "8ef7e5e3c367"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Squawk rules this revision knowingly breaks, with why (devtools/migration_checks.py).
+# Squawk rules this revision knowingly breaks, with why (alembic-pg-guard's squawk gate).
 squawk_allow = {
     "prefer-bigint-over-int": "must match subdivision.id, an int",
 }

@@ -25,7 +25,7 @@ down_revision: str | Sequence[str] | None = "d6afc1b465f9"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Squawk rules this revision knowingly breaks, with why (devtools/migration_checks.py).
+# Squawk rules this revision knowingly breaks, with why (alembic-pg-guard's squawk gate).
 squawk_allow = {
     "prefer-robust-stmts": "IF NOT EXISTS would keep an INVALID leftover; it is dropped first",
     "mixed-autocommit-block": (

@@ -140,8 +140,8 @@ def test_a_failed_start_stops_the_postgresql_it_started(start_env):
 
 def test_a_wrong_password_on_a_running_cluster_is_one_line(start_env, running_start):
     changed = {**start_env, "POSTGRES_PASSWORD": "changed-pw", "API_PORT": str(free_port())}
-    for module in ("src.migrate", "devtools.start"):
-        line = one_line_failure(command(module, env=changed))
+    for module, *args in (("alembic_pg_guard", "migrate"), ("devtools.start",)):
+        line = one_line_failure(command(module, *args, env=changed))
         assert "refused the login of 'starter'" in line, (module, line)
     alembic = subprocess.run(
         ["alembic", "upgrade", "head"],

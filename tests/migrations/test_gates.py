@@ -333,7 +333,7 @@ def downgrade() -> None:
 
 def test_squawk_gate_passes_a_varchar_widening_but_not_a_narrowing(project: Path):
     """String(100) -> String(200) (or Text) changes the catalog only, no table rewrite
-    (tests/devtools/test_squawk_rules.py shows it on PostgreSQL); squawk flags it anyway."""
+    (alembic-pg-guard/tests/test_squawk_rules.py shows it on PostgreSQL); squawk flags it anyway."""
     only_revisions(
         project,
         ("aaaa00000001", None, CLEAN_BASE),
@@ -559,7 +559,7 @@ def test_a_type_change_without_using_is_one_line_from_drift(project: Path, sync_
     (line,) = gate_failure(proc)
     assert line == (
         "drift: alembic/versions/bbbb00000002_test_only.py:12: fails on a fresh database "
-        '(src.migrate, to head): DatatypeMismatch: column "name" cannot be cast automatically '
+        '(the runner, to head): DatatypeMismatch: column "name" cannot be cast automatically '
         'to type integer; HINT: You might need to specify "USING name::integer".'
     )
 
