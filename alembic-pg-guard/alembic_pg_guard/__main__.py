@@ -13,7 +13,11 @@ from alembic_pg_guard._runner import upgrade
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alembic-pg-guard", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="alembic-pg-guard",
+        description="Locked, time-limited, history-checked and gated Alembic migrations "
+        "for PostgreSQL.",
+    )
     p.add_argument("-c", "--config", help="alembic.ini (default: ALEMBIC_CONFIG, ./alembic.ini)")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("migrate", help="the locked runner: upgrade to head (or --target)")
