@@ -11,6 +11,7 @@ from logging.config import fileConfig
 from alembic import context
 from alembic_pg_guard import run_env
 
+from src.kit.triggers import PLUGIN
 from src.models import Base
 
 config = context.config
@@ -20,4 +21,5 @@ if config.config_file_name is not None and not config.attributes.get("connection
 # Tables that live in our database but are not ours (extensions, other tools).
 UNOWNED_TABLES = frozenset({"spatial_ref_sys"})
 
-run_env(context, Base.metadata, skip_tables=UNOWNED_TABLES)
+# The cache's NOTIFY triggers, compared and written by autogenerate (docs/resources.md).
+run_env(context, Base.metadata, skip_tables=UNOWNED_TABLES, plugins=[PLUGIN])

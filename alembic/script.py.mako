@@ -10,8 +10,10 @@ server-side objects, and every downgrade must really undo the upgrade.
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
+## Kept even while unused (noqa): a hand-written revision's first op./sa. call needs them.
+## alembic.ini's ruff hook (RUF100) drops the noqa again where a revision uses them.
+import sqlalchemy as sa  # noqa: F401  (for the first sa. call written by hand)
+from alembic import op  # noqa: F401  (for the first op. call written by hand)
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -31,7 +31,7 @@ from starlette.routing import Route
 COLUMNS = "alpha2, alpha3, numeric, name, official_name, created_at, source"
 BY_ALPHA2 = f"SELECT {COLUMNS} FROM country WHERE alpha2 = $1"
 BY_ALPHA3 = f"SELECT {COLUMNS} FROM country WHERE alpha3 = $1"
-# As src/queries.py: one row more than the page (is there a next one?), the total
+# As src/kit/pagination.py: one row more than the page (is there a next one?), the total
 # counted up to 1,000 in the same round trip.
 COUNT = "SELECT count(*) FROM (SELECT 1 FROM country LIMIT 1001) AS capped"
 PAGE = (

@@ -1,6 +1,6 @@
 """`python -m bench.convergence`: how long until another process serves a change.
 
-Two app processes with the response cache on (src/cache.py), on a throwaway embedded
+Two app processes with the response cache on (src/kit/cache.py), on a throwaway embedded
 PostgreSQL. Each trial warms process B's cache for one country, changes the country
 (through process A's API, or in SQL as psql would), and polls B as fast as it answers
 until it serves the new version: the time from the write's acknowledgement to B's first

@@ -24,9 +24,10 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from bench.ceiling_app import BY_ALPHA2, BY_ALPHA3, dsn, fetch_page
 from bench.with_router import app_with_country_router
 from src.config import Settings
-from src.responses import json_with_etag
-from src.routes import country
-from src.schemas import SearchText
+from src.country import routes as country
+from src.kit import pagination
+from src.kit.responses import json_with_etag
+from src.kit.text import SearchText
 
 
 @asynccontextmanager
@@ -45,8 +46,8 @@ router = APIRouter(prefix="/country", tags=["country"], lifespan=pool_lifespan)
 @router.get("", response_model=None)
 async def list_countries(
     request: Request,
-    limit: country.Limit = 50,
-    offset: country.Offset = 0,
+    limit: pagination.Limit = 50,
+    offset: pagination.Offset = 0,
     q: Annotated[SearchText | None, Query()] = None,
 ) -> Response:
     if q:
@@ -61,7 +62,7 @@ async def get_country(request: Request, code: country.Code) -> Response:
     query = BY_ALPHA2 if len(code) == 2 else BY_ALPHA3
     row = await request.app.state.floor_pool.fetchrow(query, code)
     if row is None:
-        raise country.not_found(code)
+        raise country.resource.not_found(code.upper())
     return json_with_etag(request, dict(row))
 
 

@@ -18,7 +18,7 @@ from bench.run import Load, Server, server_env
 from devtools.embedded_pg import EmbeddedPostgres, throwaway
 from src import migrations
 from src.config import Settings
-from src.schemas import encode_cursor
+from src.kit.pagination import encode_cursor
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 COUNTRY = ("QG", "QGG", "Growth")

@@ -35,8 +35,8 @@ from devtools.embedded_pg import throwaway
 from src import migrations
 from src.cli import fail_on_errors
 from src.config import Settings, read_settings
+from src.country.queries import COUNTRY_BY_CODE
 from src.logs import configure_logging
-from src.queries import COUNTRY_BY_CODE
 
 CONCURRENCY = 16
 

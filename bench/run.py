@@ -52,10 +52,10 @@ from typing import Any
 
 import psycopg2
 
-from devtools.embedded_pg import EmbeddedPostgres, free_port, throwaway
+from devtools.embedded_pg import EmbeddedPostgres, env_for_url, free_port, throwaway
 from src import logs, migrations
 from src.cli import CommandFailure, fail_on_errors
-from src.config import PROJECT_ROOT, Settings, env_for_url, read_settings
+from src.config import PROJECT_ROOT, Settings, read_settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPT = BENCH_DIR / "paths.lua"
@@ -69,7 +69,7 @@ TARGETS = {
     "ceiling": "bench.ceiling_app:app",
     "floor": "bench.floor_app:app",
     "app": "src.main:app",
-    # The response cache (src/cache.py): the app with CACHE_ENABLED=true, and its bound,
+    # The response cache (src/kit/cache.py): the app with CACHE_ENABLED=true, and its bound,
     # the same FastAPI app answering from a constant dict. "app" runs with the cache off.
     "cached": "src.main:app",
     "web": "bench.web_ceiling_app:app",

@@ -5,7 +5,7 @@ path and query validation, the same ETag'd bodies and 304s), but `GET /country/{
 and `GET /country` look their serialized bodies up in a dict: the countries are read
 once at startup, a page's body is built on its first request and kept forever. No
 database per request and no invalidation: what no cache behind FastAPI's routing could
-beat. src/cache.py answers its hits before that routing (CacheHits), so cached app / web
+beat. src/kit/cache.py answers its hits before that routing (CacheHits), so cached app / web
 ceiling above 1 is what skipping routing and validation gains. Configured like the floor:
 
     DATABASE_URL=postgresql://... uvicorn bench.web_ceiling_app:app
@@ -21,9 +21,10 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from bench.ceiling_app import COLUMNS, dsn
 from bench.with_router import app_with_country_router
 from src.config import Settings
-from src.queries import TOTAL_CAP, page_body
-from src.responses import respond, serialize
-from src.routes import country
+from src.country import routes as country
+from src.kit import pagination
+from src.kit.pagination import TOTAL_CAP, page_body
+from src.kit.responses import respond, serialize
 
 
 @asynccontextmanager
@@ -46,7 +47,7 @@ router = APIRouter(prefix="/country", tags=["country"], lifespan=constant_lifesp
 
 
 def page_of(rows: list[dict[str, Any]], limit: int, offset: int, after: str | None) -> dict:
-    """What src.queries.page_of returns, from the rows in memory."""
+    """What src.kit.pagination.page_of returns, from the rows in memory."""
     total = min(len(rows), TOTAL_CAP + 1)  # of every row: the cursor only says where to start
     if after is not None:
         rows = [row for row in rows if row["alpha2"] > after]
@@ -59,10 +60,10 @@ def page_of(rows: list[dict[str, Any]], limit: int, offset: int, after: str | No
 @router.get("", response_model=None)
 async def list_countries(
     request: Request,
-    limit: country.Limit = 50,
-    offset: country.Offset = 0,
-    after: country.After = None,
-    q: country.Search = None,
+    limit: pagination.Limit = 50,
+    offset: pagination.Offset = 0,
+    after: pagination.After = None,
+    q: pagination.Search = None,
 ) -> Response:
     if q:
         raise HTTPException(501, "the web ceiling does not search")
@@ -70,7 +71,7 @@ async def list_countries(
     key = (request.scope["path"], request.scope["query_string"])
     if (entry := pages.get(key)) is None:
         page = page_of(request.app.state.web_rows, limit, offset, after)
-        entry = pages[key] = serialize(country.with_next_link(request, page))
+        entry = pages[key] = serialize(pagination.with_next_link(request, page))
     return respond(request, *entry)
 
 
@@ -78,7 +79,7 @@ async def list_countries(
 async def get_country(request: Request, code: country.Code) -> Response:
     entry = request.app.state.web_bodies.get(code.upper())
     if entry is None:
-        raise country.not_found(code)
+        raise country.resource.not_found(code.upper())
     return respond(request, *entry)
 
 

@@ -3,8 +3,8 @@
 from fastapi import APIRouter, FastAPI
 
 from src.config import Settings
+from src.country.routes import resource as country
 from src.main import app_from_environment, create_app
-from src.routes import country
 
 
 def app_with_country_router(router: APIRouter, settings: Settings | None = None) -> FastAPI:

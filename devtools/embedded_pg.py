@@ -29,6 +29,7 @@ from typing import Literal
 
 import psycopg2
 from psycopg2 import sql
+from sqlalchemy import make_url
 
 from src.cli import CommandFailure, fail_on_errors
 from src.config import Settings, read_settings
@@ -328,6 +329,22 @@ def throwaway(prefix: str = "country-pg-", **overrides) -> Iterator[EmbeddedPost
             yield pg
         finally:
             pg.destroy()
+
+
+def env_for_url(url: str) -> dict[str, str]:
+    """Environment variables that point a child process's settings at one database,
+    logging in as the URL's user (POSTGRES_APP_* cleared: they would log in elsewhere)."""
+    parsed = make_url(url)
+    return {
+        "POSTGRES_APP_USER": "",
+        "POSTGRES_APP_PASSWORD": "",
+        "DATABASE_URL": url,
+        "POSTGRES_USER": parsed.username or "",
+        "POSTGRES_PASSWORD": parsed.password or "",
+        "POSTGRES_DB": parsed.database or "",
+        "POSTGRES_HOST": parsed.host or "localhost",
+        "POSTGRES_PORT": str(parsed.port or 5432),
+    }
 
 
 def from_settings(settings: Settings) -> EmbeddedPostgres:

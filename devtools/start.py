@@ -18,7 +18,7 @@ import psycopg2
 from devtools.embedded_pg import EmbeddedPostgres, ServerIdentity, from_settings
 from src.cli import CommandFailure, fail_on_errors
 from src.config import Settings, read_settings
-from src.migrations import HINTS, upgrade
+from src.migrations import upgrade
 from src.serve import serve
 
 
@@ -58,7 +58,8 @@ def ensure_database(settings: Settings) -> tuple[EmbeddedPostgres, ServerIdentit
         mode = url.query.get("sslmode", "prefer")
         raise StartError(
             f"TLS to the database at {url.host}:{url.port} failed ({reason}) with "
-            f"sslmode={mode}; {HINTS.tls}"
+            f"sslmode={mode}; check POSTGRES_SSLMODE and POSTGRES_SSLROOTCERT (or sslmode= in "
+            "DATABASE_URL)"
         )
     if not settings.db_is_local:
         raise StartError(f"cannot reach the database at {url.host}:{url.port}: {reason}")

@@ -1,8 +1,5 @@
-"""The one place settings are read: the environment, then `.env` at the project root.
-
-Each entry point (the app, `migrate`, the developer tools, the test session) calls
-`read_settings()` once and passes the result down; nothing else reads the environment.
-"""
+"""The one place settings are read: the environment, then `.env`. Each entry point calls
+`read_settings()` once and passes the result down."""
 
 import os
 import re
@@ -11,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -29,6 +26,17 @@ API_KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
 API_KEY_MIN_DISTINCT = 10
 API_KEY_HOWTO = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 DATABASE_FIELDS = ("postgres_user", "postgres_password", "postgres_db")
+# Required when set: an empty one is refused (or, for the URLs, ignored), not unset.
+BLANK_IS_AN_ERROR = frozenset(
+    {
+        "postgres_user",
+        "postgres_password",
+        "postgres_db",
+        "database_url",
+        "test_database_url",
+        "api_key",
+    }
+)
 # OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER values this project installs exporters for.
 OTEL_EXPORTERS = ("otlp", "console", "none")
 
@@ -48,24 +56,19 @@ class Settings(BaseSettings):
     postgres_db: str | None = Field(default=None, min_length=1)
     postgres_host: str = "localhost"
     postgres_port: int = Field(default=5555, ge=1, le=65535)
-    # The API's own role (least privilege: DML on the app's tables, nothing else). The
-    # migration runner creates it and keeps its grants; unset, the API logs in as
-    # POSTGRES_USER, the schema owner.
+    # The API's own role (DML only), kept by the migration runner; unset: the schema owner.
     postgres_app_user: str | None = Field(default=None, min_length=1)
     postgres_app_password: SecretStr | None = None
-    # TLS, with libpq's names and meanings (also accepted in DATABASE_URL's query string,
-    # which wins): disable, allow, prefer, require, verify-ca, verify-full; file paths.
+    # TLS, with libpq's names and meanings (DATABASE_URL's query string wins).
     postgres_sslmode: SslMode | None = None
     postgres_sslrootcert: str | None = None
     postgres_sslcert: str | None = None
     postgres_sslkey: str | None = None
     # Overrides the five POSTGRES_* values when set (any postgresql:// driver suffix).
     database_url: str | None = None
-    # The API's own address when it differs from the migrations' (e.g. PgBouncer): a full
-    # URL, credentials included. Migrations and tools never use it: they need PostgreSQL.
+    # The API's own address (e.g. PgBouncer); migrations and tools never use it.
     app_database_url: str | None = None
-    # True when APP_DATABASE_URL goes through a transaction-pooling PgBouncer: asyncpg's
-    # prepared-statement caches off, unique statement names (docs/production.md).
+    # APP_DATABASE_URL is a transaction pooler: no prepared-statement caches (production.md).
     db_transaction_pooler: bool = False
     # The tests' and `check-drift --configured-db`'s database instead of a throwaway one.
     test_database_url: str | None = None
@@ -73,19 +76,16 @@ class Settings(BaseSettings):
     # Where `pipenv run start`/`db` keep the embedded cluster (git-ignored).
     embedded_pg_dir: Path = PROJECT_ROOT / ".pgdata"
 
-    # Migration safety: how long to wait for another migrator, and per-statement limits
-    # inside each migration transaction (0 disables a limit).
+    # Migration safety (alembic-pg-guard's settings; 0 disables a limit).
     migration_lock_wait_seconds: float = Field(default=120, gt=0)
     migration_lock_timeout_ms: int = Field(default=5_000, ge=0)
     migration_statement_timeout_ms: int = Field(default=300_000, ge=0)
     # For one `alembic-revision` run: write a drop + add the rename guard would refuse.
     alembic_allow_drop_add: bool = False
-    # A revision cancelled by lock_timeout is retried this many times, after a delay that
-    # starts here and doubles (docs/migrations.md, "Locks").
+    # Retries of a revision cancelled by lock_timeout, after a doubling delay.
     migration_lock_retries: int = Field(default=3, ge=0)
     migration_lock_retry_delay_seconds: float = Field(default=2, ge=0)
-    # CREATE/DROP INDEX CONCURRENTLY wait for every older transaction (any table): their
-    # lock_timeout, instead of MIGRATION_LOCK_TIMEOUT_MS (0 = wait as long as it takes).
+    # CREATE/DROP INDEX CONCURRENTLY's own lock_timeout (they wait for older transactions).
     migration_concurrent_index_timeout_ms: int = Field(default=600_000, ge=0)
 
     environment: Literal["local", "test", "production"] = "local"
@@ -93,9 +93,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Larger request bodies get 413 before any parsing.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    # The HTTP edge (src/serve.py, docs/edge.md): request line + headers over this
-    # get 431; a request must arrive whole within the read timeout (408 or closed); idle
-    # keep-alive connections close after theirs; past the concurrency limit, a fast 503.
+    # The HTTP edge (src/serve.py, docs/edge.md): 431, 408, idle keep-alive, a fast 503.
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     request_read_timeout_seconds: float = Field(default=10, gt=0)
     keep_alive_timeout_seconds: float = Field(default=5, gt=0)
@@ -106,9 +104,8 @@ class Settings(BaseSettings):
     # Ping each pooled connection (one round trip) before a request uses it.
     db_pool_pre_ping: bool = False
 
-    # The per-process cache of /country responses, flushed by PostgreSQL's NOTIFY
-    # (docs/cache.md). CACHE_LISTEN_DATABASE_URL: where its LISTEN connection goes when
-    # APP_DATABASE_URL is a transaction pooler (unset there, the cache turns itself off).
+    # Each process's response cache (docs/cache.md); its LISTEN goes to
+    # CACHE_LISTEN_DATABASE_URL when APP_DATABASE_URL is a transaction pooler.
     cache_enabled: bool = True
     cache_listen_database_url: str | None = None
     cache_max_mb: int = Field(default=64, ge=1)
@@ -117,9 +114,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    # OpenTelemetry (src/telemetry.py): off unless an exporter or an OTLP endpoint is named.
-    # These decide the switch, with the spec's names and meanings; the SDK reads every other
-    # OTEL_* itself (service name, headers, sampler, batching).
+    # OpenTelemetry (src/telemetry.py): these decide the switch, with the spec's meanings;
+    # the SDK reads every other OTEL_* itself.
     otel_sdk_disabled: bool = False
     otel_traces_exporter: str | None = None
     otel_metrics_exporter: str | None = None
@@ -139,28 +135,14 @@ class Settings(BaseSettings):
     def _relative_to_project(cls, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path
 
-    @field_validator(
-        "postgres_app_user",
-        "postgres_app_password",
-        "postgres_sslmode",
-        "postgres_sslrootcert",
-        "postgres_sslcert",
-        "postgres_sslkey",
-        "app_database_url",
-        "otel_traces_exporter",
-        "otel_metrics_exporter",
-        "otel_exporter_otlp_endpoint",
-        "otel_exporter_otlp_traces_endpoint",
-        "otel_exporter_otlp_metrics_endpoint",
-        "otel_exporter_otlp_protocol",
-        "otel_exporter_otlp_traces_protocol",
-        "otel_exporter_otlp_metrics_protocol",
-        "cache_listen_database_url",
-        mode="before",
-    )
+    @field_validator("*", mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+    def _blank_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """An empty variable unsets an optional setting (those in BLANK_IS_AN_ERROR excepted)."""
+        optional = cls.model_fields[info.field_name].default is None
+        return (
+            None if value == "" and optional and info.field_name not in BLANK_IS_AN_ERROR else value
+        )
 
     @field_validator("otel_sdk_disabled", mode="before")
     @classmethod
@@ -334,22 +316,6 @@ def api_key_problem(key: str) -> str | None:
             f"{len(set(key))} distinct); {API_KEY_HOWTO}"
         )
     return None
-
-
-def env_for_url(url: str) -> dict[str, str]:
-    """Environment variables that point a child process's settings at one database,
-    logging in as the URL's user (POSTGRES_APP_* cleared: they would log in elsewhere)."""
-    parsed = make_url(url)
-    return {
-        "POSTGRES_APP_USER": "",
-        "POSTGRES_APP_PASSWORD": "",
-        "DATABASE_URL": url,
-        "POSTGRES_USER": parsed.username or "",
-        "POSTGRES_PASSWORD": parsed.password or "",
-        "POSTGRES_DB": parsed.database or "",
-        "POSTGRES_HOST": parsed.host or "localhost",
-        "POSTGRES_PORT": str(parsed.port or 5432),
-    }
 
 
 # NAME=${NAME:-value} (or ${NAME-value}): the environment's NAME wins, even under pipenv.

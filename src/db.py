@@ -1,16 +1,6 @@
-"""The app's database: one connection pool, owned by the FastAPI lifespan, seen two ways.
-
-- `Database.autocommit`: connections rest in autocommit, which is what reads use. A single
-  SELECT is atomic and sees one snapshot on its own; BEGIN … ROLLBACK would only add round
-  trips.
-- `Database.transactional`: the same pool in READ COMMITTED transactions, for writes.
-
-Routes hand their work to `read(work)` or `write(work)`: `work(conn)` is a plain function
-of SQLAlchemy's sync Connection API, run by `AsyncConnection.run_sync()`, the way
-`AsyncSession.run_sync()` runs ORM code. Every driver call inside still awaits asyncpg on
-the event loop; keep anything else that could block out of `work`. Requests queue for a
-connection in a fair `ConnectionGate` in front of the pool (docs/performance.md).
-"""
+"""The app's one connection pool, seen two ways: autocommit connections for reads (one
+SELECT needs no BEGIN), READ COMMITTED transactions for writes. `work(conn)` is sync
+SQLAlchemy run by `run_sync()`; a fair ConnectionGate queues requests (docs/performance.md)."""
 
 import asyncio
 from collections.abc import Callable
@@ -30,13 +20,8 @@ Work = Callable[[Connection], T]
 
 
 class ConnectionGate:
-    """Lets requests take pooled connections in the order they asked for them.
-
-    SQLAlchemy's asyncio pool hands a returned connection to whoever asks next, so under
-    sustained load a few requests starve. A FIFO semaphore no larger than the pool, in
-    front of it, makes waiting fair. Waiting longer than `timeout` raises TimeoutError
-    (503), like the pool's own timeout would.
-    """
+    """Pooled connections in the order requests asked (the pool alone lets a few starve
+    under load); waiting past `timeout` raises TimeoutError (503), as the pool would."""
 
     def __init__(self, size: int, timeout: float = POOL_TIMEOUT_SECONDS) -> None:
         self._slots = asyncio.Semaphore(size)
@@ -61,10 +46,8 @@ def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) ->
 
 
 def connect_args(settings: Settings) -> dict[str, object]:
-    """asyncpg's arguments: fail fast (then 503) rather than hang when the database is
-    unreachable; TLS when configured. Behind a transaction pooler, consecutive
-    transactions may run on different server connections: no prepared-statement caches,
-    and unnamed statements, which need no later Close (docs/production.md)."""
+    """asyncpg's arguments: fail fast (503) rather than hang; TLS when configured; behind a
+    transaction pooler, no prepared-statement caches (docs/production.md)."""
     args: dict[str, object] = {"timeout": 5, "command_timeout": 30}
     if (ssl := asyncpg_ssl(settings.app_tls)) is not None:
         args["ssl"] = ssl

@@ -1,8 +1,5 @@
-"""One error body for every failure: {"detail": <message>, "code": <slug>, "errors": [...]}.
-
-`detail` stays a string, as FastAPI clients expect; validation failures add `errors`,
-one entry per field, saying which field and why.
-"""
+"""One error body for every failure: {"detail": <message>, "code": <slug>, "errors": [...]},
+`errors` naming each field of a 422."""
 
 import logging
 from typing import Any
@@ -24,6 +21,7 @@ STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    412: "precondition_failed",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -66,9 +64,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 # SQLSTATEs that say "the database cannot serve right now", not "this request is wrong":
-# connection exceptions (08), transient rollbacks such as deadlocks (40), insufficient
-# resources such as too many connections (53), shutting down, crashed or still starting
-# (57P), system errors (58), a standby refusing a write, a statement cancelled.
+# connections (08), transient rollbacks (40), resources (53), shutting down (57P), system (58).
 UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57P", "58")
 UNAVAILABLE_SQLSTATES = {
     "25006",  # read_only_sql_transaction: a standby, or a primary demoted to one

@@ -1,12 +1,6 @@
-"""Request IDs and structured logs: follow one request from the access line to its errors.
-
-`RequestContext` (pure ASGI, outermost) takes a well-formed `X-Request-ID` or makes one,
-returns it on every response (errors and 503s included), and writes one access line per
-request. Every log line made while the request runs carries its `request_id`.
-`configure_logging(settings)`: structlog renders JSON lines (orjson) or text at LOG_LEVEL,
-the same for the access line and for every stdlib record (the app's, uvicorn's). The
-access line skips the stdlib `logging` machinery, which cost ~3x as much (docs/performance.md).
-"""
+"""Request IDs (X-Request-ID, taken or made, on every response) and structured logs (JSON or
+text via structlog): one access line per request, every line of it carrying its ID
+(docs/performance.md says why the access line skips stdlib logging)."""
 
 import logging
 import logging.config

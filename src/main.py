@@ -1,8 +1,5 @@
-"""The FastAPI application: `uvicorn src.main:app`, or `create_app(settings)`.
-
-`app` is built on first access (PEP 562), so importing this module reads no settings:
-`pipenv run start` and the tests build their own app from settings they already hold.
-"""
+"""The FastAPI application: `uvicorn src.main:app`, or `create_app(settings)`; `app` is built
+on first access (PEP 562), so importing this module reads no settings."""
 
 import gc
 import logging
@@ -15,14 +12,15 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from src import errors
-from src.cache import CacheHits, response_cache
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.db import Database
+from src.kit.cache import CacheHits, response_cache
 from src.logs import RequestContext, configure_logging
 from src.middleware import BodyGuard, ConcurrencyLimit, MethodGuard, SecurityHeaders
 from src.migrations import alembic_config
-from src.routes import country, docs, health
+from src.resources import CACHED_TABLES, RESOURCES
+from src.routes import docs, health
 from src.telemetry import Telemetry, from_settings
 
 logger = logging.getLogger(__name__)
@@ -49,9 +47,8 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
                 "POSTGRES_APP_PASSWORD for a role that can only read and write rows"
             )
         app.state.code_history = code_history(alembic_config())
-        # What exists now (modules, routes, schemas, metadata) lives as long as the process:
-        # keep it out of the cyclic GC's full collections, which would stall every request
-        # in flight to walk it; a higher threshold runs young collections less often.
+        # What exists now lives as long as the process: out of the GC's full collections,
+        # which would stall every request in flight (docs/performance.md).
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
@@ -64,8 +61,7 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
             if telemetry:
                 telemetry.shutdown(app)
 
-    # FastAPIOffline mounts the Swagger UI and ReDoc files of its package (no CDN); the
-    # pages are src/routes/docs.py. No trailing-slash redirects: one URL per resource.
+    # Swagger UI and ReDoc from the package (src/routes/docs.py); one URL per resource.
     app = FastAPIOffline(
         title="Country API",
         version="1.0.0",
@@ -77,22 +73,22 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
         redirect_slashes=False,
     )
     app.state.settings = settings
-    app.state.cache = cache = response_cache(settings)
-    # Last added runs first: headers on everything, the 503 past the concurrency limit,
-    # then 405, then the body guards, then cache hits answered before any routing.
+    app.state.cache = cache = response_cache(settings, CACHED_TABLES)
+    # Last added runs first: headers, the 503 past the limit, 405, body guards, cache hits.
     if cache.off_reason is None:
         app.add_middleware(CacheHits, cache=cache)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    # One list feeds the method guard and the app: a router cannot be served but unguarded.
+    routers = [docs.router, health.router, *(resource.router for resource in RESOURCES)]
     own = [route for route in app.routes if isinstance(route, Route)]  # /openapi.json
-    routes = [*own, *docs.router.routes, *health.router.routes, *country.router.routes]
+    routes = [*own, *(route for router in routers for route in router.routes)]
     app.add_middleware(MethodGuard, routes=routes)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext)  # outermost: every answer has its request ID
     errors.install(app)
-    app.include_router(docs.router)
-    app.include_router(health.router)
-    app.include_router(country.router)
+    for router in routers:
+        app.include_router(router)
     if telemetry:
         telemetry.instrument_app(app)
     return app

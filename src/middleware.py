@@ -86,12 +86,8 @@ class BodyGuard:
 
 
 class MethodGuard:
-    """405 with every method the path allows (`Allow`), or 404, before any body is read;
-    HEAD served as GET without the body (RFC 9110 §9.3.2) wherever GET is.
-
-    FastAPI registers one route per method, and Starlette's own 405 names the methods of
-    the first route whose path matched only. GETs skip the check, so reads pay nothing.
-    """
+    """405 with every method the path allows (Starlette's names the first route's only), or
+    404, before any body is read; HEAD as GET without the body. GETs pay nothing."""
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
@@ -160,10 +156,8 @@ class SecurityHeaders:
 
 
 class ConcurrencyLimit:
-    """Past `limit` requests in flight in this process, a 503 with Retry-After at once,
-    not a queue of seconds (docs/edge.md). /health (liveness) is never refused: a busy
-    process is not a dead one; /ready keeps a few slots of its own past the limit: a
-    busy replica is still ready, and shedding already answers its excess."""
+    """Past `limit` requests in flight, a 503 with Retry-After at once (docs/edge.md);
+    never /health, and /ready keeps a few slots of its own: a busy replica is still ready."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app

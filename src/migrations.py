@@ -1,44 +1,12 @@
-"""This project's side of alembic-pg-guard: its settings as the guard's, and alembic.ini.
-
-alembic.ini names `guard_settings` (its [alembic_pg_guard] section), so the guard's
-commands and plain `alembic` read this project's settings once, as every entry point does.
-"""
+"""This project's side of alembic-pg-guard: its settings as the guard's (alembic.ini's
+[alembic_pg_guard] names `guard_settings`, its hints live there too), alembic.ini itself."""
 
 from alembic.config import Config
-from alembic_pg_guard import AppRole, GuardError, GuardSettings, Hints, attach
+from alembic_pg_guard import AppRole, GuardError, GuardSettings, attach
 from alembic_pg_guard import upgrade as guard_upgrade
 
 from src.cli import CommandFailure
 from src.config import PROJECT_ROOT, Settings, read_settings
-
-# How this project's users do things, as the guard's one-line errors name them.
-HINTS = Hints(
-    alembic="pipenv run alembic",
-    revision="pipenv run alembic-revision -m '...'",
-    migrate="pipenv run migrate",
-    check_compat="pipenv run check-compat",
-    docs="docs/migrations.md",
-    models="src/models.py",
-    login=(
-        "check POSTGRES_USER/POSTGRES_PASSWORD (an embedded cluster keeps the password it was "
-        "created with: pipenv run db-reset recreates it, deleting its data)"
-    ),
-    database="check POSTGRES_DB",
-    unreachable=(
-        "start it with `pipenv run db` (embedded) or `docker compose up -d db`, or check "
-        "POSTGRES_HOST/POSTGRES_PORT"
-    ),
-    tls="check POSTGRES_SSLMODE and POSTGRES_SSLROOTCERT (or sslmode= in DATABASE_URL)",
-    lock_wait="raise MIGRATION_LOCK_WAIT_SECONDS",
-    allow_drop_add="ALEMBIC_ALLOW_DROP_ADD=1 (or alembic -x allow_drop_add=1 revision ...)",
-    setup="pipenv run setup",
-    app_user_setting="POSTGRES_APP_USER",
-    app_password_setting="POSTGRES_APP_PASSWORD",  # noqa: S106 - its name
-    pooler=(
-        "point only the API at the pooler (APP_DATABASE_URL); migrations go to PostgreSQL "
-        "itself (DATABASE_URL / POSTGRES_HOST and POSTGRES_PORT)"
-    ),
-)
 
 
 def guard_settings(settings: Settings | None = None) -> GuardSettings:
@@ -66,7 +34,6 @@ def guard_settings(settings: Settings | None = None) -> GuardSettings:
         lock_retry_delay_seconds=settings.migration_lock_retry_delay_seconds,
         concurrent_index_timeout_ms=settings.migration_concurrent_index_timeout_ms,
         allow_drop_add=settings.alembic_allow_drop_add,
-        hints=HINTS,
     )
 
 

@@ -1,14 +1,13 @@
-"""Typed SQLAlchemy models: the source Alembic autogenerates revisions from.
-
-They describe the schema at head. `alembic check` (the drift gate) fails when they and
-the revisions disagree.
-"""
+"""Typed SQLAlchemy models: the schema at head, which Alembic autogenerates from and the
+drift gate compares with the revisions."""
 
 import enum
 from datetime import datetime
 
 from sqlalchemy import DateTime, Enum, ForeignKey, Identity, Index, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from src.kit.triggers import cached
 
 # Deterministic, Postgres-style constraint names, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -25,7 +24,7 @@ class Base(DeclarativeBase):
 
 
 def name_search_index(table: str, name: Mapped[str]) -> Index:
-    """GIN trigrams of lower(name): serves the `?q=` substring filter (src/queries.py)."""
+    """GIN trigrams of lower(name): serves the `?q=` substring filter (kit.pagination)."""
     return Index(
         f"{table}_name_trgm_idx",
         func.lower(name).label("lower_name"),
@@ -41,6 +40,7 @@ class CountrySource(enum.StrEnum):
     CLIENT = "client"
 
 
+@cached
 class Country(Base):
     """An ISO 3166-1 country (or a user-assigned code such as XK)."""
 
@@ -66,6 +66,7 @@ class Country(Base):
     __table_args__ = (name_search_index("country", name),)
 
 
+@cached
 class Subdivision(Base):
     """An ISO 3166-2 subdivision, optionally inside a parent subdivision."""
 

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 
-from src.routes.deps import settings
+from src.kit.deps import settings
 
 # Declared as an OpenAPI security scheme, so Swagger UI's Authorize button works.
 api_key_header = APIKeyHeader(

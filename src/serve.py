@@ -1,9 +1,5 @@
-"""`python -m src.serve`: the one way the API is served (image, compose, `start`, `dev`).
-
-The server's limits (header size, read and keep-alive timeouts) come from settings here
-and nowhere else, so every way of serving enforces the same edge; docs/edge.md
-says why each limit exists and what uvicorn alone would do.
-"""
+"""`python -m src.serve`: the one way the API is served (image, compose, `start`, `dev`),
+with the edge's limits from settings (docs/edge.md says why each exists)."""
 
 import asyncio
 import sys
@@ -18,8 +14,7 @@ from src.errors import ErrorBody
 from src.logs import configure_logging
 from src.main import create_app
 
-# How long a refused connection's further input is read and dropped before closing, so
-# the client (still sending) reads our 431/408 instead of a TCP reset.
+# How long a refused connection's input is drained, so the client reads our 431/408.
 LINGER_SECONDS = 2.0
 
 
@@ -38,10 +33,8 @@ def _error_bytes(status: int, reason: str, code: str, detail: str) -> bytes:
 
 
 class BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the two bounds it lacks: the header section may
-    not exceed `max_header_bytes` (431, before it is buffered) and a request must arrive
-    whole, headers and body, within `read_timeout` of its first byte (408, or a close
-    when the app already has the request). Idle keep-alive is uvicorn's own timeout."""
+    """uvicorn's httptools protocol with the bounds it lacks: headers over `max_header_bytes`
+    get 431 before buffering; a request not whole within `read_timeout` gets 408 or a close."""
 
     max_header_bytes = 16 * 1024
     read_timeout = 10.0

@@ -1,12 +1,6 @@
-"""OpenTelemetry traces and metrics: a server span per request, SQL spans as its children.
-
-Off unless the OTEL_* settings name an exporter or an OTLP endpoint (docs/production.md).
-Off, `from_settings` returns None: no SDK or instrumentation is imported, nothing is
-wrapped, and requests pay nothing.
-On, the maintained instrumentations do the work: FastAPI's (route template, status, the
-request ID echoed in X-Request-ID, the request duration histogram) and SQLAlchemy's, on
-the app's one engine. The SDK reads every other OTEL_* variable itself.
-"""
+"""OpenTelemetry traces and metrics (FastAPI's and SQLAlchemy's maintained instrumentations),
+off unless the OTEL_* settings name an exporter or an endpoint (docs/production.md): then
+nothing is imported or wrapped, and requests pay nothing."""
 
 from __future__ import annotations
 
@@ -23,8 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger(__name__)
-# src/logs.py puts the request ID on every response; captured, it is the server span's
-# `http.response.header.x_request_id` attribute, whether the client sent it or not.
+# The request ID (src/logs.py) as the server span's http.response.header.x_request_id.
 REQUEST_ID_HEADER = "x-request-id"
 Signal = Literal["traces", "metrics"]
 

@@ -1,10 +1,5 @@
-"""TLS to PostgreSQL, said once in libpq's terms and given to both drivers.
-
-psycopg2 is libpq: it takes `sslmode`, `sslrootcert`, `sslcert`, `sslkey` as they are.
-asyncpg takes none of them as keyword arguments (SQLAlchemy passes URL query values as
-such), so they become its `ssl` argument: a mode asyncpg knows, or an SSLContext that
-verifies as libpq would (docs/production.md).
-"""
+"""TLS to PostgreSQL in libpq's terms (sslmode, sslrootcert, ...): psycopg2 takes them as
+they are; asyncpg gets the `ssl` argument that verifies as libpq would (docs/production.md)."""
 
 import ssl
 from typing import Literal

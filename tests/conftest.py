@@ -14,7 +14,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, delete, func, select
 from sqlalchemy.pool import NullPool
 
 from devtools.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
@@ -90,12 +90,16 @@ def migrated(settings: Settings, sync_engine: Engine) -> Engine:
 
 @pytest.fixture
 def db(migrated: Engine) -> Iterator[Engine]:
-    """The migrated database; rows a test adds to country are removed afterwards."""
+    """The migrated database; rows a test adds to any table of the models go afterwards."""
+    from src.models import Base
+
+    tables = [t for t in Base.metadata.sorted_tables if "id" in t.c]
     with migrated.connect() as conn:
-        last_id = conn.scalar(text("SELECT coalesce(max(id), 0) FROM country"))
+        last = {t.name: conn.scalar(select(func.coalesce(func.max(t.c.id), 0))) for t in tables}
     yield migrated
     with migrated.begin() as conn:
-        conn.execute(text("DELETE FROM country WHERE id > :id"), {"id": last_id})
+        for table in reversed(tables):
+            conn.execute(delete(table).where(table.c.id > last[table.name]))
 
 
 @pytest.fixture

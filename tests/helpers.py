@@ -25,8 +25,14 @@ from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, func, s
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from devtools.embedded_pg import UNPRIVILEGED_USER, free_port, port_in_use, traversable_tempdir
-from src.config import PROJECT_ROOT, Settings, env_for_url
+from devtools.embedded_pg import (
+    UNPRIVILEGED_USER,
+    env_for_url,
+    free_port,
+    port_in_use,
+    traversable_tempdir,
+)
+from src.config import PROJECT_ROOT, Settings
 from src.migrations import alembic_config, guard_settings
 
 T = TypeVar("T")
@@ -66,13 +72,14 @@ def eventually(check: Callable[[], T | None], what: str, seconds: float = 20) ->
 
 
 @contextmanager
-def serve_api(env: dict[str, str], seconds: float = 90) -> Iterator[str]:
+def serve_api(env: dict[str, str], seconds: float = 90, cwd: Path = PROJECT_ROOT) -> Iterator[str]:
     """`python -m src.serve` (what the image runs, with its edge limits from `env`'s
-    settings) on a free loopback port: its base URL once /health answers."""
+    settings) on a free loopback port, of the project at `cwd`: its base URL once /health
+    answers."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "src.serve"],
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
         env={**env, "API_HOST": "127.0.0.1", "API_PORT": str(port)},
         stdout=subprocess.DEVNULL,  # a pipe nobody reads would fill up and stall the server
         stderr=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""src/cache.py: each process's response cache, flushed by PostgreSQL's NOTIFY.
+"""src/kit/cache.py: each process's response cache, flushed by PostgreSQL's NOTIFY.
 
 Real uvicorn processes on one real database. Waits for an outcome (a process seeing a
 change) have a generous deadline and assert the outcome, never a duration.
@@ -22,8 +22,8 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import Engine, text
 
 from devtools.embedded_pg import free_port
-from src.cache import LISTENER_NAME
 from src.config import PROJECT_ROOT, Settings
+from src.kit.cache import LISTENER_NAME
 from src.logs import ACCESS_LOGGER
 from src.main import create_app
 from tests.helpers import (
@@ -126,20 +126,24 @@ def subdivision_name(url: str) -> str:
 
 def sql(engine: Engine, statement: str) -> None:
     with engine.begin() as conn:
+        if engine in SILENCED:  # triggers stay in place, and do not fire
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
         conn.execute(text(statement))
+
+
+SILENCED: set[Engine] = set()
 
 
 @contextmanager
 def triggers_disabled(engine: Engine) -> Iterator[None]:
     """Writes PostgreSQL does not announce: what a process then serves came from its
-    cache (the owner's ALTER TABLE; enabled again whatever happens)."""
-    for table in ("country", "subdivision"):
-        sql(engine, f"ALTER TABLE {table} DISABLE TRIGGER {table}_notify_change")
+    cache. Through session_replication_role (a superuser's), not DISABLE TRIGGER: a
+    cache that (re)connects meanwhile would see a disabled trigger and turn itself off."""
+    SILENCED.add(engine)
     try:
         yield
     finally:
-        for table in ("country", "subdivision"):
-            sql(engine, f"ALTER TABLE {table} ENABLE TRIGGER {table}_notify_change")
+        SILENCED.discard(engine)
 
 
 def warm(url: str) -> None:
@@ -147,6 +151,7 @@ def warm(url: str) -> None:
         assert httpx.get(url + path, timeout=5).status_code == 200, path
 
 
+@pytest.mark.slow
 def test_reads_come_from_memory_until_postgresql_announces_a_change(two_apps, probe):
     a, _ = two_apps
     warm(a)
@@ -157,6 +162,7 @@ def test_reads_come_from_memory_until_postgresql_announces_a_change(two_apps, pr
     eventually(lambda: official_name(a) == "Unannounced", "the flush after a NOTIFY")
 
 
+@pytest.mark.slow
 def test_a_write_through_one_process_is_seen_by_the_other(two_apps):
     a, b = two_apps
     warm(a)
@@ -173,6 +179,7 @@ def test_a_write_through_one_process_is_seen_by_the_other(two_apps):
     assert httpx.get(b + "/country/xcc").json()["official_name"] == "Written via A"
 
 
+@pytest.mark.slow
 def test_an_update_in_sql_invalidates_both_processes(two_apps, probe):
     warm(two_apps[0])
     warm(two_apps[1])
@@ -194,6 +201,7 @@ def terminate_listeners(engine: Engine) -> int:
         )
 
 
+@pytest.mark.slow
 def test_a_lost_listener_serves_nothing_stale_and_the_cache_resumes(two_apps, probe):
     a, b = two_apps
     warm(a)
@@ -251,6 +259,7 @@ async def race(url: str, writes: int, readers: int) -> list[str]:
     return stale
 
 
+@pytest.mark.slow
 def test_no_read_is_older_than_a_write_completed_before_it_began(settings, probe):
     """Same process: a read that raced a write never stores the old version, and the
     writer flushes before it answers. With the trigger off, no NOTIFY helps: over loopback
@@ -260,6 +269,7 @@ def test_no_read_is_older_than_a_write_completed_before_it_began(settings, probe
         assert official_name(url) == "v60"
 
 
+@pytest.mark.slow
 def test_a_data_migration_invalidates(
     settings: Settings, sync_engine: Engine, scratch_alembic: Path
 ):
@@ -382,6 +392,7 @@ async def test_the_cache_holds_no_more_memory_than_cache_max_mb(settings, probe)
 # --- the cache off ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_route_tests_pass_with_the_cache_off(database_url: str, migrated):
     """tests/routes, as they ran before the cache, on this database with CACHE_ENABLED=false."""
     env = child_env(CACHE_ENABLED="false", TEST_DATABASE_URL=database_url)
@@ -420,7 +431,7 @@ async def test_behind_a_transaction_pooler_without_a_listen_url_the_cache_is_off
     settings: Settings, db, caplog
 ):
     given = settings.model_copy(update={"db_transaction_pooler": True})
-    with caplog.at_level(logging.WARNING, logger="src.cache"):
+    with caplog.at_level(logging.WARNING, logger="src.kit.cache"):
         async with served(given) as client:
             assert await settled(client) == "off"
             assert (await client.get("/country/GB")).status_code == 200
@@ -449,6 +460,7 @@ async def test_a_listen_url_keeps_the_cache_behind_a_transaction_pooler(settings
         assert await settled(client) == "subscribed"
 
 
+@pytest.mark.slow
 async def test_a_listener_through_pgbouncer_turns_the_cache_off_saying_why(
     settings: Settings, db, caplog
 ):
@@ -458,7 +470,7 @@ async def test_a_listener_through_pgbouncer_turns_the_cache_off_saying_why(
         given = settings.model_copy(
             update={"db_transaction_pooler": True, "cache_listen_database_url": through}
         )
-        with caplog.at_level(logging.ERROR, logger="src.cache"):
+        with caplog.at_level(logging.ERROR, logger="src.kit.cache"):
             async with served(given) as client:
                 assert await settled(client) == "off"
     (line,) = [r.getMessage() for r in caplog.records if "response cache off" in r.getMessage()]

@@ -12,9 +12,12 @@ import pytest
 from src.config import PROJECT_ROOT
 from tests.helpers import child_env, one_line_failure
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 SCRIPTS = tomllib.loads((PROJECT_ROOT / "Pipfile").read_text())["scripts"]
-# These never read settings: installing, formatting, linting, listing revision files.
-NO_SETTINGS = {"setup", "lint", "fmt", "alembic-history"}
+# These never read settings: installing, formatting, linting, listing revision files,
+# writing a resource's files.
+NO_SETTINGS = {"setup", "lint", "fmt", "alembic-history", "new-resource"}
 READS_SETTINGS = sorted(set(SCRIPTS) - NO_SETTINGS)
 
 

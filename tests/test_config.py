@@ -10,6 +10,8 @@ from src.cli import settings_error_line
 from src.config import PROJECT_ROOT, Settings, SettingsError, read_settings
 from tests.helpers import pipenv_project, pipenv_run
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 BASE = {
     "POSTGRES_USER": "u",
     "POSTGRES_PASSWORD": "p@ss/word",

@@ -24,6 +24,7 @@ BOTH_PRE_PINGS = pytest.mark.parametrize(
 )
 
 
+@pytest.mark.slow
 @BOTH_PRE_PINGS
 async def test_outage_gives_503_then_recovers_without_restart(anon, pg_cluster, db):
     if pg_cluster is None:
@@ -32,7 +33,7 @@ async def test_outage_gives_503_then_recovers_without_restart(anon, pg_cluster, 
         assert (await anon.get("/country/GB")).status_code == 200
     pg_cluster.stop()
     # The FIN reaches the event loop, as it would between requests: the response cache's
-    # LISTEN connection is gone, so reads bypass it (src/cache.py) and meet the outage.
+    # LISTEN connection is gone, so reads bypass it (src/kit/cache.py) and meet the outage.
     await asyncio.sleep(0.2)
     try:
         for path in ("/country/GB", "/country", "/country/GB/subdivisions"):
@@ -156,6 +157,7 @@ def serve_app(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooler_setting", [True, False], ids=["DB_TRANSACTION_POOLER", "unset"])
 async def test_several_apps_through_pgbouncer_in_transaction_mode(
     settings: Settings, migrated, pooler_setting: bool

@@ -16,8 +16,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Request, Route, sync_playwright
 
-from src.schemas import CURSOR_PATTERN, TEXT_PATTERN
+from src.kit.pagination import CURSOR_PATTERN
+from src.kit.text import TEXT_PATTERN
 from tests.helpers import child_env, serve_api
+
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and nothing of the browser's own going out (updates, sync, safe browsing).

@@ -42,6 +42,7 @@ WEAK_KEYS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", WEAK_KEYS)
 def test_production_refuses_a_missing_placeholder_or_weak_key(database_url, key):
     proc = import_app(database_url, ENVIRONMENT="production", API_KEY=key)
@@ -51,17 +52,20 @@ def test_production_refuses_a_missing_placeholder_or_weak_key(database_url, key)
     assert proc.stderr.count("\n") == 1, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", [secrets.token_urlsafe(32), secrets.token_hex(16)])
 def test_production_starts_with_a_generated_key(database_url, key):
     proc = import_app(database_url, ENVIRONMENT="production", API_KEY=key)
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_local_accepts_the_placeholder(database_url):
     proc = import_app(database_url, ENVIRONMENT="local", API_KEY=PLACEHOLDER_API_KEY)
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_settings_are_one_line(database_url):
     proc = import_app(database_url, ENVIRONMENT="staging")
     assert proc.returncode == 1
@@ -140,6 +144,10 @@ HEAD_PATHS = [
 @pytest.mark.parametrize("path", HEAD_PATHS)
 async def test_head_answers_what_get_does_without_the_body(anon, path):
     """RFC 9110 §9.3.2: HEAD wherever GET works (was a 405 with `Allow: GET`)."""
+    for _ in range(200):  # /ready names the cache's state: let it settle first
+        if (await anon.get("/ready")).json().get("cache") == "subscribed":
+            break
+        await asyncio.sleep(0.02)
     get, head = await anon.get(path), await anon.head(path)
     assert head.status_code == get.status_code, head.text
     assert head.content == b""
@@ -167,6 +175,7 @@ async def test_head_on_an_unknown_path_is_404(anon):
     assert head.content == b""
 
 
+@pytest.mark.slow
 def test_head_over_the_wire_sends_the_headers_and_no_body(database_url, migrated):
     """Through the real server (`python -m src.serve`): GET's Content-Length, then nothing."""
     with serve_api(child_env(database_url)) as base:

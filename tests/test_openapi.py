@@ -29,10 +29,12 @@ from schemathesis.checks import (
 )
 from schemathesis.config import SchemathesisConfig
 
-from devtools.embedded_pg import throwaway
-from src.config import PROJECT_ROOT, env_for_url
-from src.schemas import encode_cursor
+from devtools.embedded_pg import env_for_url, throwaway
+from src.config import PROJECT_ROOT
+from src.kit.pagination import encode_cursor
 from tests.helpers import serve_api
+
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
 
 API_KEY = "schemathesis-key-0123456789"
 CHECKS = [

@@ -5,7 +5,8 @@ import re
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from src.schemas import TEXT_PATTERN, CountryUpdate, Name
+from src.country.schemas import CountryUpdate
+from src.kit.text import TEXT_PATTERN, Name
 
 NAME = TypeAdapter(Name)
 SURROGATES = range(0xD800, 0xE000)

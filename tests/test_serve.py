@@ -19,6 +19,8 @@ from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT
 from tests.helpers import API_KEY, child_env, one_line_failure, wait_for
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 MB = 1024 * 1024
 # Generous: these bound a wait for something that must happen, they assert no duration.
 PATIENCE_SECONDS = 30

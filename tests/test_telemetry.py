@@ -212,6 +212,7 @@ asyncio.run(main())
     assert json.loads(result.stdout.splitlines()[-1]) == {"status": 200, "loaded": []}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -310,6 +311,7 @@ def attributes_of(item) -> dict[str, object]:
     return {kv.key: value(kv.value) for kv in item.attributes}
 
 
+@pytest.mark.slow
 def test_otlp_endpoint_in_the_environment_exports_to_it(database_url: str, migrated: Engine):
     """`OTEL_EXPORTER_OTLP_ENDPOINT=...` on a real uvicorn process: the spans
     and metrics of a real request reach the collector, named by OTEL_SERVICE_NAME."""

@@ -23,6 +23,8 @@ from tests.helpers import (
     run_python,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 
 def test_libpq_modes_become_asyncpg_arguments(tmp_path: Path):
     ca = trustme.CA()

@@ -8,6 +8,7 @@ from alembic_pg_guard._errors import GuardError, fail_on_errors
 from alembic_pg_guard._gates import GATES, run_gates
 from alembic_pg_guard._history import TABLE as HISTORY_TABLE
 from alembic_pg_guard._history import CodeHistory, code_history, db_heads, ready_problem
+from alembic_pg_guard._notify import NotifyTriggers
 from alembic_pg_guard._runner import migration_lock, sync_engine, upgrade
 from alembic_pg_guard._settings import AppRole, GuardSettings, Hints
 
@@ -21,6 +22,7 @@ __all__ = [
     "GuardError",
     "GuardSettings",
     "Hints",
+    "NotifyTriggers",
     "__version__",
     "attach",
     "code_history",

@@ -35,7 +35,7 @@ from alembic_pg_guard._errors import GuardError
 from alembic_pg_guard._scratch import create_database, scratch_server
 from alembic_pg_guard._settings import GuardSettings
 
-API_TESTS = "tests/routes"
+API_TESTS = ("tests/routes",)
 PROBE = Path(__file__).with_name("_compat_probe.py")
 SCAN_TESTS = 5
 # Environment variables the base's tests must not inherit: they would point elsewhere.
@@ -52,14 +52,19 @@ class Project:
 
     root: Path
     script_location: Path
-    api_tests: str
+    api_tests: tuple[str, ...]  # paths or globs, relative to the repository
 
     @classmethod
     def of(cls, cfg: Config) -> Project:
         location = Path(cfg.get_main_option("script_location") or "alembic")
         root = project_root(cfg)
-        return cls(root, location if location.is_absolute() else root / location,
-                   option(cfg, "compat_tests") or API_TESTS)  # fmt: skip
+        tests = tuple((option(cfg, "compat_tests") or "").split()) or API_TESTS
+        return cls(root, location if location.is_absolute() else root / location, tests)
+
+    def tests_in(self, root: Path) -> list[str]:
+        """The API tests present in `root` (a checkout), as pytest arguments."""
+        found = {p.relative_to(root).as_posix() for g in self.api_tests for p in root.glob(g)}
+        return sorted(found)
 
     @property
     def versions(self) -> str:
@@ -190,7 +195,8 @@ class Checker:
             "PYTHONPATH": os.pathsep.join([str(self.probe), str(self.base)]),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        command = [sys.executable, "-m", "pytest", *(tests or [self.project.api_tests]), "-q",
+        selected = tests or self.project.tests_in(self.base)
+        command = [sys.executable, "-m", "pytest", *selected, "-q",
                    "-p", "compat_probe", "-p", "no:cacheprovider", "--no-header"]  # fmt: skip
         proc = subprocess.run(command, cwd=self.base, env=env, capture_output=True, text=True)
         failures = [Failure(**json.loads(line)) for line in self._lines(report)]
@@ -219,9 +225,9 @@ def run(cfg: Config, ref: str | None = None, *, scratch_url: str | None = None) 
     sha = git("rev-parse", "--short", f"{ref}^{{commit}}", check=False) or ref
     name = sha if git("rev-parse", f"{ref}^{{commit}}", check=False) == ref else f"{ref} ({sha})"
     with project.worktree(ref) as base, scratch_server(cfg, scratch_url) as server:
-        if not (base / project.api_tests).is_dir():
+        if not project.tests_in(base):
             raise CompatError(
-                f"{ref} has no {project.api_tests}: nothing to run against the new schema"
+                f"{ref} has no {' '.join(project.api_tests)}: nothing to run against the new schema"
             )
         base_heads = project.script_at(base).get_heads()
         current = project.script_at(project.root)

@@ -7,22 +7,35 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
 
 from alembic_pg_guard._errors import GuardError
-from alembic_pg_guard._settings import GuardSettings
+from alembic_pg_guard._settings import GuardSettings, Hints
 
 SECTION = "alembic_pg_guard"
 SETTINGS_ATTRIBUTE = "alembic_pg_guard.settings"
 
 
 def attach(cfg: Config, settings: GuardSettings) -> Config:
-    """Hand `settings` to env.py and the guard's commands through `cfg`."""
-    cfg.attributes[SETTINGS_ATTRIBUTE] = settings
+    """Hand `settings` to env.py and the guard's commands through `cfg`, with the
+    `hint_<field> = ...` lines of alembic.ini's section as their Hints."""
+    cfg.attributes[SETTINGS_ATTRIBUTE] = with_ini_hints(cfg, settings)
     return cfg
+
+
+def with_ini_hints(cfg: Config, settings: GuardSettings) -> GuardSettings:
+    parser = cfg.file_config
+    if not parser.has_section(SECTION):
+        return settings
+    given = {k[5:]: v for k, v in parser.items(SECTION) if k.startswith("hint_")}
+    if unknown := sorted(set(given) - {f.name for f in fields(Hints)}):
+        names = ", ".join(f"hint_{name}" for name in unknown)
+        raise GuardError(f"alembic.ini [{SECTION}] has unknown {names} (see Hints' fields)")
+    return replace(settings, hints=replace(settings.hints, **given)) if given else settings
 
 
 def option(cfg: Config, name: str) -> str | None:
@@ -68,8 +81,7 @@ def settings_of(cfg: Config) -> GuardSettings:
     else:
         url = cfg.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
         settings = GuardSettings(url=url or None, no_url="set sqlalchemy.url or DATABASE_URL")
-    attach(cfg, settings)
-    return settings
+    return attach(cfg, settings).attributes[SETTINGS_ATTRIBUTE]
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -52,14 +52,20 @@ def forked(heads: Sequence[str], hints: Hints) -> str:
 class Environment:
     """One env.py run: `context` is alembic's, `metadata` the project's models."""
 
-    def __init__(self, context: ModuleType, metadata: MetaData, skip_tables: Iterable[str]):
+    def __init__(
+        self,
+        context: ModuleType,
+        metadata: MetaData,
+        skip_tables: Iterable[str],
+        plugins: Iterable[str],
+    ):
         self.context, self.config = context, context.config
         self.skip = frozenset(skip_tables) | {history.TABLE}
         self.options = {
             "target_metadata": metadata,
             "compare_type": True,
             "compare_server_default": True,
-            "autogenerate_plugins": autogenerate.AUTOGENERATE_PLUGINS,
+            "autogenerate_plugins": [*autogenerate.AUTOGENERATE_PLUGINS, *plugins],
             "transaction_per_migration": True,
             "include_object": self.include_object,
         }
@@ -154,11 +160,18 @@ class Environment:
             refuse(config, connection_problem(engine.url, exc, limits.hints))
 
 
-def run_env(context: ModuleType, metadata: MetaData, *, skip_tables: Iterable[str] = ()) -> None:
+def run_env(
+    context: ModuleType,
+    metadata: MetaData,
+    *,
+    skip_tables: Iterable[str] = (),
+    plugins: Iterable[str] = (),
+) -> None:
     """All of env.py after its logging setup: `context` is `alembic.context`, `metadata`
     the models'; `skip_tables` are tables in the database that are not the models' (an
-    extension's, another tool's): autogenerate never proposes to drop them."""
-    env = Environment(context, metadata, skip_tables)
+    extension's, another tool's): autogenerate never proposes to drop them. `plugins`:
+    the names of the project's own Alembic autogenerate plugins, loaded after the guard's."""
+    env = Environment(context, metadata, skip_tables, plugins)
     if context.is_offline_mode():
         env.offline()
     else:

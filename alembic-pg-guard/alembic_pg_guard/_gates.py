@@ -5,7 +5,8 @@
                                               applied this history, not an edited one
     python -m alembic_pg_guard check squawk   each revision's offline SQL passes squawk
     python -m alembic_pg_guard check drift    the models match what the migrations build
-    python -m alembic_pg_guard check all      the four, in that order
+    python -m alembic_pg_guard check stairway each revision goes up, down and up again
+    python -m alembic_pg_guard check all      the five, in that order
 
 `squawk` lints `alembic upgrade <down>:<rev> --sql` and `alembic downgrade <rev>:<down>
 --sql` of every revision on its own, with squawk's rules and the project's own
@@ -17,6 +18,10 @@ revision that knowingly breaks a rule says so in its file, one reason per rule:
 `drift` is `alembic check` on a database brought to head by the real runner: a
 throwaway database by default (_scratch.py), or with `--configured-db` the settings'
 gate_url, else their url (which it upgrades to head).
+
+`stairway` takes a throwaway database (never the configured one) through every revision,
+base to head: up (the runner), down one step (`alembic downgrade`, under env.py's guard),
+up again. A downgrade that fails there fails the gate, not a rollback on a live database.
 
 Every problem is one line on stderr, naming the revision file; the exit status is 1 when
 any gate fails. A revision that does not load or render is such a problem, not a traceback.
@@ -108,6 +113,7 @@ DOING = {
     "drift": "fails on a fresh database (the runner, to head): ",
     "heads": "does not load: ",
     "squawk": "does not load: ",
+    "stairway": "does not load: ",
 }
 
 
@@ -216,6 +222,66 @@ def _drift(cfg: Config, settings: GuardSettings) -> list[str]:
         engine.dispose()
     print("drift: ok (the models match the migrations)")
     return []
+
+
+# --- stairway ------------------------------------------------------------------------
+
+
+def check_stairway(
+    cfg: Config, settings: GuardSettings, *, scratch_url: str | None = None
+) -> list[str]:
+    """Every revision up, down one step and up again, on a throwaway database (as drift's):
+    a downgrade is otherwise first run when a release must be rolled back."""
+    with scratch_server(cfg, scratch_url) as server, fresh_database(server, "stairway") as url:
+        before = settings_of(cfg)
+        try:
+            attach(cfg, settings.for_database(url, app_role=settings.app_role))
+            return _stairway(cfg)
+        finally:
+            attach(cfg, before)
+
+
+def one_step_down(revision: Script) -> str:
+    """The downgrade target that undoes `revision` alone: on its own branch (a sibling
+    branch's revisions stay), and for a merge point one of its parents ("-1" is ambiguous)."""
+    down = revision.down_revision
+    if down is None:
+        return "base"
+    if isinstance(down, str):
+        return f"{revision.revision}@{down}"
+    return down[0]
+
+
+def _stairway(cfg: Config) -> list[str]:
+    script = ScriptDirectory.from_config(cfg)
+    revisions = list(reversed(list(script.walk_revisions("base", "heads"))))
+    # Alembic's INFO lines, three runs per revision, would bury the verdict. env.py's
+    # fileConfig resets logger levels on every run, but not logging.disable.
+    quiet = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        for revision in revisions:
+            for step in ("upgrade", "downgrade", "re-upgrade"):
+                try:
+                    if step == "downgrade":
+                        command.downgrade(cfg, one_step_down(revision))
+                    else:
+                        migrate.upgrade(cfg, revision.revision)
+                except Exception as exc:  # the database is no longer in a known state: stop
+                    return [stairway_problem(revision, step, exc)]
+    finally:
+        logging.disable(quiet)
+    print(f"stairway: ok ({len(revisions)} revisions up, down, up)")
+    return []
+
+
+def stairway_problem(revision: Script, step: str, exc: BaseException) -> str:
+    where = display_path(revision.path)
+    if line := error_line(exc, revision.path):
+        where += f":{line}"
+    # The runner's and env.py's refusals are one line already; a revision's own error is not.
+    why = str(exc) if isinstance(exc, GuardError | util.CommandError) else one_line(exc)
+    return f"stairway: {where}: {revision.revision} {step} fails: {why}"
 
 
 # --- squawk (and the project's own rule) ----------------------------------------------
@@ -427,7 +493,7 @@ def check_squawk(cfg: Config) -> list[str]:
 # --- command line --------------------------------------------------------------------
 
 
-GATES = ("heads", "squawk", "history", "drift")
+GATES = ("heads", "squawk", "history", "drift", "stairway")
 
 
 def run_gates(
@@ -445,11 +511,13 @@ def run_gates(
             throwaway_db=not configured_db,
             scratch_url=scratch_url,
         ),
+        "stairway": lambda: check_stairway(cfg, settings, scratch_url=scratch_url),
     }
     problems: list[str] = []
     for name in gates if gate == "all" else [gate]:
-        if name == "drift" and gate == "all" and any(p.startswith("heads:") for p in problems):
-            print("drift: skipped until the history has a single head")
+        forked = any(p.startswith("heads:") for p in problems)
+        if gate == "all" and name in {"drift", "stairway"} and forked:  # they need one head
+            print(f"{name}: skipped until the history has a single head")
             continue
         try:
             problems.extend(gates[name]())

@@ -43,7 +43,8 @@ if context.config.config_file_name is not None:
 def readme_env_lines() -> str:
     """The env.py block of the README, its models import pointed at this project's."""
     readme = (PACKAGE_ROOT / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "run_env(" in b]
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    (block,) = [b for b in blocks if "from alembic import context" in b]
     block = "\n".join(line.strip() for line in block.splitlines())
     return block.replace("from myapp.models import Base", "from models import Base")
 

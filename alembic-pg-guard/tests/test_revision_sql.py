@@ -1,6 +1,7 @@
 """One revision's offline SQL, statement by statement (_revision_sql): the source line of
 each statement and whether it runs in a transaction or in autocommit."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,10 @@ def script(tmp_path: Path, database: URL, monkeypatch: pytest.MonkeyPatch):
     project: Project = make_project(tmp_path / "p", database, clean_env())
     (project.versions / "aaaa00000001_gadget.py").write_text(FIRST)
     (project.versions / "bbbb00000002_mixed.py").write_text(MIXED)
-    monkeypatch.chdir(project.root)  # alembic.ini's prepend_sys_path = . finds models.py
+    # env.py imports models.py: this project's, whatever another test imported before.
+    monkeypatch.chdir(project.root)
+    monkeypatch.syspath_prepend(str(project.root))
+    monkeypatch.delitem(sys.modules, "models", raising=False)
     cfg = attach(load_config(project.root / "alembic.ini"), GuardSettings(lock_timeout_ms=1234))
     return cfg, ScriptDirectory.from_config(cfg)
 

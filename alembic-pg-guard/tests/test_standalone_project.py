@@ -10,6 +10,8 @@ from guard_helpers import Project, clean_env, install_from_path, make_project
 from sqlalchemy import URL, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -27,7 +27,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # A constraint cannot be "unvalidated"; re-adding it NOT VALID is the faithful undo.
-    op.drop_constraint("subdivision_parent_id_fkey", "subdivision", type_="foreignkey")
+    op.drop_constraint(op.f("subdivision_parent_id_fkey"), "subdivision", type_="foreignkey")
     op.execute(
         "ALTER TABLE subdivision ADD CONSTRAINT subdivision_parent_id_fkey FOREIGN KEY "
         "(parent_id) REFERENCES subdivision (id) ON DELETE SET NULL NOT VALID"

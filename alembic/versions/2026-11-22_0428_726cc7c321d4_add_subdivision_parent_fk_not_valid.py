@@ -62,5 +62,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_constraint(FK_NAME, "subdivision", type_="foreignkey")
+    op.drop_constraint(op.f(FK_NAME), "subdivision", type_="foreignkey")
     op.drop_column("subdivision", "parent_id")

@@ -33,10 +33,12 @@ INDEX = "subdivision_parent_id_idx"
 
 def upgrade() -> None:
     with op.get_context().autocommit_block():
-        op.drop_index(INDEX, table_name="subdivision", postgresql_concurrently=True, if_exists=True)
-        op.create_index(INDEX, "subdivision", ["parent_id"], postgresql_concurrently=True)
+        op.drop_index(
+            op.f(INDEX), table_name="subdivision", postgresql_concurrently=True, if_exists=True
+        )
+        op.create_index(op.f(INDEX), "subdivision", ["parent_id"], postgresql_concurrently=True)
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        op.drop_index(INDEX, table_name="subdivision", postgresql_concurrently=True)
+        op.drop_index(op.f(INDEX), table_name="subdivision", postgresql_concurrently=True)

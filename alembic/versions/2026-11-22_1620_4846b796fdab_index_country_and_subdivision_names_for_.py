@@ -42,9 +42,11 @@ def upgrade() -> None:
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     with op.get_context().autocommit_block():
         for table, index in INDEXES.items():
-            op.drop_index(index, table_name=table, postgresql_concurrently=True, if_exists=True)
+            op.drop_index(
+                op.f(index), table_name=table, postgresql_concurrently=True, if_exists=True
+            )
             op.create_index(
-                index,
+                op.f(index),
                 table,
                 [sa.text("lower(name) gin_trgm_ops")],
                 postgresql_using="gin",
@@ -55,5 +57,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.get_context().autocommit_block():
         for table, index in INDEXES.items():
-            op.drop_index(index, table_name=table, postgresql_concurrently=True)
+            op.drop_index(op.f(index), table_name=table, postgresql_concurrently=True)
     op.execute("DROP EXTENSION IF EXISTS pg_trgm")

@@ -13,7 +13,7 @@ import psycopg2
 from alembic_pg_guard import AppRole, GuardError
 from alembic_pg_guard.rehearse import RehearsalTarget
 
-from src.config import env_for_url
+from devtools.embedded_pg import env_for_url
 
 # ISO 3166 user-assigned codes: never loaded from ISO data, so the writes can create them.
 FREE_ALPHA2 = [f"X{c}" for c in "ABCDEFGHIJLMNOPQRSTUVWYZ"] + [f"Q{c}" for c in "MNOPQRSTUVWXYZ"]

@@ -1,9 +1,5 @@
-"""/docs (Swagger UI) and /redoc (ReDoc), their scripts served by the app, not a CDN.
-
-FastAPIOffline mounts the fastapi-offline package's copies of both UIs; these pages load
-them under a Content-Security-Policy that keeps the browser on this origin (ReDoc's
-sidebar shows its vendor's logo from a CDN, which the browser then never requests).
-"""
+"""/docs (Swagger UI) and /redoc (ReDoc) from fastapi-offline's copies, under a
+Content-Security-Policy that keeps the browser on this origin (no CDN)."""
 
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html

@@ -7,8 +7,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from src.errors import database_unavailable, error_response
-from src.routes.deps import database
-from src.routes.openapi import errors
+from src.kit.deps import database
+from src.kit.openapi import errors
 
 router = APIRouter(tags=["health"])
 # /health cannot answer 503: it reads no database, and ConcurrencyLimit never refuses it.

@@ -5,6 +5,8 @@ import pytest
 
 from bench.faults import FAULTS, fault_run
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 async def test_database_faults_give_503_never_500_and_lose_no_write(base_settings, fault):

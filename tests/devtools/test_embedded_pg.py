@@ -15,6 +15,8 @@ from devtools.embedded_pg import EmbeddedPgError, bin_dir, cluster_in, port_in_u
 from src.config import PROJECT_ROOT
 from tests.helpers import child_env, one_line_failure
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 AS_ROOT = os.geteuid() == 0
 
 

@@ -15,6 +15,8 @@ from devtools.embedded_pg import free_port, port_in_use
 from src.config import PROJECT_ROOT
 from tests.helpers import child_env, one_line_failure, popen_python, run_python, wait_for
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 
 @pytest.fixture
 def start_env(cluster_root: Path) -> dict[str, str]:

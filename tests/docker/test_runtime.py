@@ -36,6 +36,8 @@ from tests.docker.compose import (
 )
 from tests.helpers import wait_for
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:

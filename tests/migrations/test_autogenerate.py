@@ -1,8 +1,11 @@
 """docs/migrations.md's autogenerate walkthrough, and the rename guard, in a scratch copy of the
 project run through the alembic command line."""
 
+import re
+import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -14,7 +17,27 @@ from tests.helpers import (
     copy_project,
     fresh_database,
     run_python,
+    unreachable_url,
 )
+
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
+
+def ruff_problems(project: Path, revision: Path) -> str:
+    """What `ruff check` and `ruff format --check` (the project's pyproject.toml, as the
+    lint and the git hooks run them) say of a revision file: empty when it passes both."""
+    output = ""
+    for args in (["check"], ["format", "--check"]):
+        proc = subprocess.run(
+            ["ruff", *args, str(revision)],
+            cwd=project,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        output += proc.stdout + proc.stderr if proc.returncode else ""
+    return output
 
 
 def test_autogenerate_walkthrough_and_rename_guard(sync_engine: Engine, tmp_path: Path):
@@ -64,6 +87,9 @@ def test_autogenerate_walkthrough_and_rename_guard(sync_engine: Engine, tmp_path
         source = revision_file.read_text()
         assert "op.add_column" in source and "walkthrough_capital" in source
         assert "\t" not in source and source.endswith("\n")  # ruff formatted it
+        # Both imports used: the hook dropped the template's noqa (RUF100), and ruff passes.
+        assert "import sqlalchemy as sa\nfrom alembic import op\n" in source
+        assert ruff_problems(project, revision_file) == ""
 
         assert alembic("upgrade", "head").returncode == 0
         assert "walkthrough_capital" in columns()
@@ -95,6 +121,23 @@ def test_autogenerate_walkthrough_and_rename_guard(sync_engine: Engine, tmp_path
         (allowed,) = new_files(files)
         source = allowed.read_text()
         assert "op.drop_column" in source and "op.add_column" in source
+
+
+def test_a_hand_written_revision_imports_op_and_sa_and_passes_ruff(tmp_path: Path):
+    """`alembic revision -m` (no autogenerate, no database): the ruff hook keeps the template's
+    unused op and sa imports, so the first op./sa. call written into it works."""
+    project = copy_project(tmp_path / "project")
+    versions = project / "alembic" / "versions"
+    before = set(versions.glob("*.py"))
+    proc = run_python(
+        "-m", "alembic", "revision", "-m", "x", cwd=project, env=child_env(unreachable_url())
+    )
+    assert proc.returncode == 0, proc.stderr
+    (revision_file,) = set(versions.glob("*.py")) - before
+    source = revision_file.read_text()
+    assert re.search(r"^import sqlalchemy as sa\b", source, re.M), source
+    assert re.search(r"^from alembic import op\b", source, re.M), source
+    assert ruff_problems(project, revision_file) == ""
 
 
 RENAME_TABLE = {'"subdivision"': '"region"', '"subdivision.id"': '"region.id"'}

@@ -2,7 +2,11 @@
 in a scratch copy of the project run as a user would: models edited, `alembic revision
 --autogenerate`, `check-drift`, `migrate`."""
 
+import pytest
+
 from tests.helpers import ScratchProject
+
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
 
 ENUM_LABELS = """
     SELECT array_to_string(array_agg(e.enumlabel ORDER BY e.enumsortorder), ',')

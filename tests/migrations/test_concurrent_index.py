@@ -5,6 +5,7 @@ MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS, not MIGRATION_LOCK_TIMEOUT_MS."""
 import subprocess
 import time
 
+import pytest
 from sqlalchemy import Engine, text
 
 from src.config import PROJECT_ROOT, Settings
@@ -18,6 +19,8 @@ from tests.helpers import (
     script_directory,
     upgrade,
 )
+
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
 
 # The first of the project's concurrent-index revisions, and the one before it.
 CONCURRENT = "d6afc1b465f9"

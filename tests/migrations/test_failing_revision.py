@@ -22,6 +22,8 @@ from tests.helpers import (
     write_revision,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 FAILURES = {
     "raises": 'raise RuntimeError("deliberate failure after some DDL")',
     "bad-sql": 'op.execute("SELECT no_such_function()")',

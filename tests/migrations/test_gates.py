@@ -29,6 +29,8 @@ from tests.helpers import (
     write_revision,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 CLEAN_BASE = """def upgrade() -> None:
     op.create_table(
         "gadget",
@@ -133,9 +135,10 @@ def test_heads_gate_fails_on_two_heads(project: Path):
     )
     assert "pipenv run alembic merge heads" in line
 
-    proc = gates(project, "all")  # drift cannot run on two heads
+    proc = gates(project, "all")  # drift and stairway cannot run on two heads
     assert line in gate_failure(proc)
     assert "drift: skipped until the history has a single head" in proc.stdout
+    assert "stairway: skipped until the history has a single head" in proc.stdout
 
 
 def git(repo: Path, *args: str, env: dict[str, str], check: bool = True):

@@ -16,6 +16,8 @@ from tests.helpers import (
     write_revision_on_head,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 REVISION = "4a1fa991ed00"
 
 

@@ -3,6 +3,7 @@ one; the alembic command line without a database, on two heads, behind head."""
 
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic_pg_guard import code_history, db_heads
 from sqlalchemy import Engine, inspect
@@ -20,6 +21,8 @@ from tests.helpers import (
     unreachable_url,
     write_revision,
 )
+
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
 
 
 def columns(engine: Engine, table: str) -> set[str]:

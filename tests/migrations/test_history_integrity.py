@@ -36,6 +36,8 @@ from tests.helpers import (
     write_revision_on_head,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 INSERTED = "1a5e27ed0001"
 
 

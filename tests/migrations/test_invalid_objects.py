@@ -21,6 +21,8 @@ from tests.helpers import (
     write_revision_on_head,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 INDEX = "country_name_plain_idx"
 REVISION = "1ea7e0001dea"
 

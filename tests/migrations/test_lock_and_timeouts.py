@@ -27,6 +27,8 @@ from tests.helpers import (
     write_revision,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 
 def waiting(settings: Settings, seconds: float) -> GuardSettings:
     return replace(guard_settings(settings), lock_wait_seconds=seconds)

@@ -5,6 +5,7 @@ runner fails in one line, exit 1."""
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Connection, Engine, inspect
 
 from src.config import Settings
@@ -18,6 +19,8 @@ from tests.helpers import (
     upgrade,
     write_revision_on_head,
 )
+
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
 
 REVISION = "b10cced0a17e"
 BLOCKER_QUERY = "LOCK TABLE country IN ACCESS SHARE MODE"

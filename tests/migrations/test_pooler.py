@@ -8,6 +8,8 @@ from sqlalchemy import Engine
 from src.config import PROJECT_ROOT, Settings
 from tests.helpers import child_env, one_line_failure, pgbouncer, run_python, upgrade
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 
 def test_the_runner_refuses_a_pooler_in_one_line(settings: Settings, migrated: Engine):
     server = settings.sync_url

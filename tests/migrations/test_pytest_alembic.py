@@ -23,6 +23,8 @@ from sqlalchemy import Engine
 
 from tests.helpers import revisions_in_order, script_directory
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 __all__ = [  # pytest-alembic's built-in tests, collected here against our fixtures
     "test_model_definitions_match_ddl",
     "test_single_head_revision",

@@ -16,6 +16,8 @@ from tests.helpers import (
     script_directory,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 RUNNING_UPGRADE = re.compile(r"Running upgrade (\S*) -> (\w+)")
 
 

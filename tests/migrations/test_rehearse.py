@@ -27,7 +27,7 @@ from tests.helpers import (
 )
 
 FLAGS = ("--rate", "40", "--warmup", "3", "--gap", "1", "--max-stall", "10")
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # Each one blocks the big table's clients for as long as it works on every row.
 UNSAFE = {

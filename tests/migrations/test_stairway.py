@@ -20,6 +20,8 @@ from tests.helpers import (
     schema_snapshot,
 )
 
+pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
+
 
 def seed_candidates() -> Iterator[dict]:
     """Countries a client could have created: real ISO 3166 codes from the end of the

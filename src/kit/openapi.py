@@ -1,9 +1,5 @@
-"""What the routes document in OpenAPI beyond their 200: headers, 304 and every error status.
-
-Each operation lists every status it can answer, including the ones the server edge gives
-before the app runs (400 for malformed HTTP, 408, 431, 503 when overloaded): clients and
-the schemathesis tests hold the API to this list.
-"""
+"""Every status an operation can answer, the edge's included (400, 408, 431, 503): clients
+and the schemathesis tests hold the API to this list."""
 
 from typing import Any
 
@@ -22,8 +18,9 @@ RETRY_AFTER = {
 MEANINGS = {
     400: "The JSON body is nested too deeply to parse (malformed JSON is a 422)",
     401: "Missing or wrong X-API-Key (or writes are disabled: no API_KEY)",
-    404: "No country with this code",
-    409: "Another country already has this alpha2 or alpha3",
+    404: "No such item",
+    409: "Another item already has this key",
+    412: "If-Match or If-None-Match does not hold for the item as it is now: nothing changed",
     413: "The body is over MAX_BODY_BYTES (declared or streamed)",
     415: "The body is not sent as JSON (Content-Type: application/json)",
     422: "A parameter or the body does not validate: `errors` names each field and why",
@@ -40,8 +37,8 @@ EDGE = {
 }
 
 
-def _error(code: int) -> dict[str, Any]:
-    response: dict[str, Any] = {"model": ErrorBody, "description": MEANINGS[code]}
+def _error(code: int, meanings: dict[int, str]) -> dict[str, Any]:
+    response: dict[str, Any] = {"model": ErrorBody, "description": meanings[code]}
     if code == 400:
         response["description"] += f". {EDGE[400]}"
     if code == 503:
@@ -49,17 +46,24 @@ def _error(code: int) -> dict[str, Any]:
     return response
 
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The JSON error body for each status in `codes`, plus what every operation can answer:
-    500, 503 (with Retry-After) and the edge's 400, 408 and 431."""
+def errors(*codes: int, words: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The error body for each of `codes` and for what any operation can answer (500, 503,
+    the edge's 400, 408, 431); `words`: a resource's own meaning of a status."""
+    meanings = MEANINGS | (words or {})
     documented: dict[int | str, dict[str, Any]] = {400: {"description": EDGE[400]}}
     documented.update(
         {code: {"model": ErrorBody, "description": EDGE[code]} for code in (408, 431)}
     )
-    documented.update({code: _error(code) for code in (*codes, 500, 503)})
+    documented.update({code: _error(code, meanings) for code in (*codes, 500, 503)})
     return dict(sorted(documented.items(), key=lambda item: str(item[0])))
 
 
-def cached_read(model: Any, *codes: int) -> dict[int | str, dict[str, Any]]:
-    """A cached GET's responses: `model` with its ETag, the 304, and errors(*codes)."""
-    return {200: {"model": model, "headers": ETAG_HEADER}, **NOT_MODIFIED, **errors(*codes)}
+def read_responses(
+    model: Any, *codes: int, words: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """A GET's responses: `model` with its ETag, the 304, and errors(*codes)."""
+    return {
+        200: {"model": model, "headers": ETAG_HEADER},
+        **NOT_MODIFIED,
+        **errors(*codes, words=words),
+    }

@@ -1,4 +1,5 @@
-"""The /country resource on the real migrated database (ISO data loaded by a migration)."""
+"""The /country resource (src/country) on the real migrated database (ISO data loaded by
+a migration)."""
 
 import asyncio
 
@@ -116,29 +117,6 @@ async def test_malformed_code_is_422(anon, db, code):
     assert response.json()["errors"][0]["field"] == "path.code"
 
 
-async def test_subdivisions_are_paginated_with_parents(anon, db):
-    expected = sorted(s.code for s in pycountry.subdivisions.get(country_code="FR"))
-    page = (await anon.get("/country/fra/subdivisions", params={"limit": 250})).json()
-    assert page["total"] == len(expected)
-    assert [s["code"] for s in page["items"]] == expected[:250]
-    by_code = {s["code"]: s for s in page["items"]}
-    assert by_code["FR-01"] == {
-        "code": "FR-01",
-        "name": "Ain",
-        "type": "Metropolitan department",
-        "parent_code": "FR-ARA",
-    }
-    assert by_code["FR-ARA"]["parent_code"] is None
-    second = (await anon.get("/country/FR/subdivisions", params={"offset": 250})).json()
-    assert [s["code"] for s in second["items"]] == expected[250:300]
-
-
-async def test_subdivisions_of_unknown_country_is_404(anon, db):
-    response = await anon.get("/country/QQ/subdivisions")
-    assert response.status_code == 404
-    assert response.json()["code"] == "not_found"
-
-
 # --- keyset pages ------------------------------------------------------------------
 
 
@@ -197,15 +175,10 @@ async def test_name_filter_folds_case_beyond_ascii(anon, db, q, alpha2):
     assert alpha2 in [i["alpha2"] for i in found["items"]], found
 
 
-async def test_cursor_keeps_the_filter_and_subdivisions_filter_by_name(anon, db):
+async def test_cursor_keeps_the_filter(anon, db):
     islands = sorted(c.alpha_2 for c in pycountry.countries if "island" in c.name.lower())
     items = await walk(anon, "/country", {"q": "island", "limit": 3})
     assert [i["alpha2"] for i in items] == islands
-    found = (await anon.get("/country/FR/subdivisions", params={"q": "PARIS"})).json()
-    assert [s["code"] for s in found["items"]] == ["FR-75C"]
-    assert found["total"] == 1 and found["total_exact"] is True
-    found = (await anon.get("/country/FR/subdivisions", params={"q": "ÎLE-DE"})).json()
-    assert [s["code"] for s in found["items"]] == ["FR-IDF"]
 
 
 @pytest.mark.parametrize(
@@ -226,7 +199,7 @@ async def test_bad_cursors_are_422(anon, db, params):
 
 
 async def test_totals_are_exact_up_to_the_cap_then_a_lower_bound(anon, db):
-    from src.queries import TOTAL_CAP
+    from src.kit.pagination import TOTAL_CAP
 
     with db.begin() as conn:
         conn.execute(text("INSERT INTO country (alpha2, alpha3, name) VALUES ('XQ', 'XQQ', 'Big')"))
@@ -475,3 +448,53 @@ async def test_delete_removes_the_country_and_its_subdivisions(client, db):
     with db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM subdivision WHERE code = 'XA-01'")) == 0
     assert (await client.delete("/country/XA")).status_code == 404
+
+
+# --- conditional writes (RFC 9110 §13): 412, never 304, and nothing changes -----------
+
+
+async def test_if_match_makes_patch_and_delete_conditional(client, db):
+    assert (await client.post("/country", json=NEW)).status_code == 201
+    etag = (await client.get("/country/XA")).headers["etag"]
+    stale = await client.patch("/country/XA", json={"name": "Lost"}, headers={"If-Match": '"x"'})
+    assert stale.status_code == 412 and stale.json()["code"] == "precondition_failed"
+    weak = await client.patch(
+        "/country/XA", json={"name": "Lost"}, headers={"If-Match": f"W/{etag}"}
+    )
+    assert weak.status_code == 412  # If-Match compares strongly
+    assert row(db, "XA").name == "Test Land"
+    fresh = await client.patch("/country/XA", json={"name": "Kept"}, headers={"If-Match": etag})
+    assert fresh.status_code == 204 and row(db, "XA").name == "Kept"
+    refused = await client.delete("/country/XA", headers={"If-Match": etag})  # changed since
+    assert refused.status_code == 412 and row(db, "XA") is not None
+    current = (await client.get("/country/XA")).headers["etag"]
+    assert (await client.delete("/country/XA", headers={"If-Match": current})).status_code == 204
+    assert row(db, "XA") is None
+
+
+async def test_if_none_match_on_writes_is_412_not_304(client, db):
+    before = snapshot(db)
+    created = await client.post("/country", json=NEW, headers={"If-None-Match": "*"})
+    assert created.status_code == 412, created.text  # the collection exists
+    assert created.json()["code"] == "precondition_failed" and snapshot(db) == before
+    assert (await client.post("/country", json=NEW, headers={"If-Match": "*"})).status_code == 201
+    etag = (await client.get("/country/XA")).headers["etag"]
+    for method in ("PATCH", "DELETE"):
+        body = {"name": "X"} if method == "PATCH" else None
+        for header in ("*", etag):
+            answer = await client.request(
+                method, "/country/XA", json=body, headers={"If-None-Match": header}
+            )
+            assert answer.status_code == 412, (method, header, answer.status_code)
+    assert row(db, "XA").name == "Test Land"
+    other = await client.patch(
+        "/country/XA", json={"name": "Y"}, headers={"If-None-Match": '"other"'}
+    )
+    assert other.status_code == 204
+
+
+async def test_preconditions_on_an_unknown_country_leave_its_404(client, db):
+    for method in ("PATCH", "DELETE"):
+        body = {"name": "X"} if method == "PATCH" else None
+        answer = await client.request(method, "/country/QQ", json=body, headers={"If-Match": "*"})
+        assert answer.status_code == 404, method

@@ -1,17 +1,6 @@
-"""Each process's cache of serialized /country responses, invalidated by PostgreSQL itself.
-
-Statement-level triggers on country and subdivision NOTIFY `country_api_changed` at the
-commit of every write, whoever makes it (the API, another replica, psql, a migration).
-Each process keeps one LISTEN connection, outside the pool and the gate, and flushes
-everything on each notification. Three rules keep reads correct (docs/cache.md):
-- not subscribed (startup, listener lost, the database restarting): bypass the cache;
-  subscribing again flushes it;
-- a read stores its result only if nothing was invalidated since it started (a generation
-  counter), so a read that raced a write never stores the old version;
-- a write flushes its own process's cache before it answers.
-Entries are keyed by path and raw query string, the only inputs of these GETs besides
-If-None-Match, so `CacheHits` answers a hit before FastAPI routes or validates anything.
-"""
+"""Each process's cache of serialized GET responses, flushed by PostgreSQL's NOTIFY at the
+commit of any write to a @cached table (src/kit/triggers.py). Bypassed while not
+subscribed; a read that raced a write never stores; writes flush first (docs/cache.md)."""
 
 import asyncio
 import contextlib
@@ -25,16 +14,14 @@ from fastapi import Request, Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from src import responses
 from src.config import Settings
+from src.kit import responses, triggers
 from src.tls import asyncpg_ssl
 
 logger = logging.getLogger(__name__)
 
-# The revision that adds the triggers names the same channel.
-CHANNEL = "country_api_changed"
 # The listener's application_name, so operators (and the tests) can find its backend.
-LISTENER_NAME = "country-api-cache-listener"
+LISTENER_NAME = "api-cache-listener"
 # A ping this often notices a connection lost without a FIN (a network partition).
 PING_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -43,8 +30,7 @@ RETRY_SECONDS = (0.1, 5.0)  # first and longest wait between reconnects
 State = Literal["subscribed", "not subscribed", "off"]
 Key = tuple[str, bytes]  # path, raw query string
 IF_NONE_MATCH = b"if-none-match"
-# Bytes of CPython objects around an entry's data: the entry, its key, the body and ETag
-# objects, the header lists, a dict slot; and per header, its tuple and two bytes objects.
+# Bytes of CPython objects around an entry's data, and per header (an upper bound).
 ENTRY_OVERHEAD = 600
 HEADER_OVERHEAD = 150
 
@@ -82,8 +68,10 @@ class ResponseCache:
         max_bytes: int,
         connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
         off_reason: str | None = None,
+        tables: frozenset[str] = frozenset(),
     ) -> None:
         self._connect = connect
+        self.tables = tables  # what the cached reads come from: each needs its trigger
         self._entries: dict[Key, Cached] = {}
         self._bytes = 0
         self._max_bytes = max_bytes
@@ -94,8 +82,7 @@ class ResponseCache:
 
     @property
     def subscribed(self) -> bool:
-        # is_closed() turns true as soon as the socket closes, before asyncpg's own
-        # termination callbacks run: no request is served from the cache in between.
+        # is_closed() turns true when the socket closes, before asyncpg's callbacks run.
         return self._listener is not None and not self._listener.is_closed()
 
     @property
@@ -135,8 +122,6 @@ class ResponseCache:
         self.invalidate()
         self._listener = conn
 
-    # --- the listener ---------------------------------------------------------------
-
     def start(self) -> None:
         """Start listening (in the app's lifespan: it needs the running loop)."""
         if self.off_reason is None and self._connect is not None:
@@ -156,7 +141,8 @@ class ResponseCache:
             conn = None
             try:
                 conn = await connect()
-                if (problem := await pooler_problem(conn)) is not None:
+                problem = await pooler_problem(conn) or await triggers.problem(conn, self.tables)
+                if problem is not None:
                     self.off_reason = problem
                     logger.error("response cache off: %s", problem)
                     return
@@ -178,9 +164,9 @@ class ResponseCache:
         """LISTEN, then let reads use the cache until the connection is lost."""
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _: lost.set())
-        await conn.add_listener(CHANNEL, self.invalidate)
+        await conn.add_listener(triggers.CACHE_TRIGGERS.channel, self.invalidate)
         self._subscribed(conn)
-        logger.info("response cache on: listening on %s", CHANNEL)
+        logger.info("response cache on: listening on %s", triggers.CACHE_TRIGGERS.channel)
         while not conn.is_closed():
             try:
                 await asyncio.wait_for(lost.wait(), PING_SECONDS)
@@ -199,8 +185,9 @@ async def pooler_problem(conn: asyncpg.Connection) -> str | None:
     )
 
 
-def response_cache(settings: Settings) -> ResponseCache:
-    """The app's cache, off if the settings say so (and why, logged once); `start()` it."""
+def response_cache(settings: Settings, tables: frozenset[str]) -> ResponseCache:
+    """The app's cache of reads of `tables`, off if the settings say so (and why, logged
+    once), or when one of them lacks its trigger (said when it connects); `start()` it."""
     max_bytes = settings.cache_max_mb * 1024 * 1024
     if not settings.cache_enabled:
         return ResponseCache(max_bytes, off_reason="CACHE_ENABLED=false")
@@ -226,7 +213,7 @@ def response_cache(settings: Settings) -> ResponseCache:
             **({"ssl": ssl} if ssl is not None else {}),
         )
 
-    return ResponseCache(max_bytes, connect)
+    return ResponseCache(max_bytes, connect, tables=tables)
 
 
 def of(request: Request) -> ResponseCache:

@@ -1,0 +1,107 @@
+"""The SQL of /country as plain functions of a sync Connection, built once at import with
+bound parameters; the unique constraints decide conflicts, so concurrent writes cannot both win."""
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from src.kit.pagination import name_match, page_of, paged
+from src.models import Country
+
+UNIQUE_VIOLATION = "23505"
+COUNTRY_COLUMNS = (
+    Country.alpha2,
+    Country.alpha3,
+    Country.numeric,
+    Country.name,
+    Country.official_name,
+    Country.created_at,
+    Country.source,
+)
+# The one way to find a country: alpha-2 or alpha-3 by the code's length, bound as :code.
+_BY_CODE: dict[int, ColumnElement[bool]] = {
+    2: Country.alpha2 == bindparam("code"),
+    3: Country.alpha3 == bindparam("code"),
+}
+
+
+def by_code(code: str) -> tuple[ColumnElement[bool], dict[str, str]]:
+    """The WHERE clause and its parameters for an alpha-2 or alpha-3 code, any case."""
+    return _BY_CODE[len(code)], {"code": code.upper()}
+
+
+COUNTRY_BY_CODE = {n: select(*COUNTRY_COLUMNS).where(m) for n, m in _BY_CODE.items()}
+LOCKED_BY_CODE = {n: stmt.with_for_update() for n, stmt in COUNTRY_BY_CODE.items()}
+COUNTRY_ID_BY_CODE = {n: select(Country.id).where(m) for n, m in _BY_CODE.items()}
+COUNTRY_PAGE, COUNTRY_COUNT = paged(select(*COUNTRY_COLUMNS), Country.alpha2)
+
+
+# --- reads ---------------------------------------------------------------------------
+
+
+def country(conn: Connection, code: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """As GET shows it; `lock`: held until the write's transaction ends (FOR UPDATE)."""
+    _, params = by_code(code)
+    row = conn.execute((LOCKED_BY_CODE if lock else COUNTRY_BY_CODE)[len(code)], params).first()
+    return None if row is None else row._asdict()
+
+
+def country_id(conn: Connection, code: str) -> int | None:
+    _, params = by_code(code)
+    return conn.scalar(COUNTRY_ID_BY_CODE[len(code)], params)
+
+
+def country_page(
+    conn: Connection, q: str | None, limit: int, offset: int, after: str | None
+) -> dict[str, Any]:
+    stmt, count = COUNTRY_PAGE, COUNTRY_COUNT
+    if q:  # autoescape needs the text itself, so this filter is built per request
+        stmt, count = paged(select(*COUNTRY_COLUMNS), Country.alpha2, name_match(Country.name, q))
+    return page_of(conn, stmt, count, {}, limit, offset, after)
+
+
+# --- writes --------------------------------------------------------------------------
+
+
+class DuplicateCountry(Exception):
+    """A unique code is taken; `field` names it when the constraint tells which."""
+
+    def __init__(self, field: str | None) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+def _duplicate(exc: IntegrityError) -> DuplicateCountry:
+    """DuplicateCountry for a unique violation; any other integrity error is re-raised."""
+    if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+        raise exc
+    constraint = getattr(exc.orig.__cause__, "constraint_name", "") or ""
+    field = next((f for f in ("alpha2", "alpha3") if constraint == f"country_{f}_key"), None)
+    return DuplicateCountry(field)
+
+
+def insert_country(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
+    try:
+        row = conn.execute(insert(Country).values(values).returning(*COUNTRY_COLUMNS)).one()
+    except IntegrityError as exc:
+        raise _duplicate(exc) from None
+    return row._asdict()
+
+
+def update_country(conn: Connection, code: str, values: dict[str, Any]) -> str | None:
+    """The country's alpha-2 after the change, or None when there is no such country."""
+    where, params = by_code(code)
+    stmt = update(Country).where(where).values(values).returning(Country.alpha2)
+    try:
+        return conn.execute(stmt, params).scalar()
+    except IntegrityError as exc:
+        raise _duplicate(exc) from None
+
+
+def delete_country(conn: Connection, code: str) -> bool:
+    """True when the country existed; its subdivisions go with it (ON DELETE CASCADE)."""
+    where, params = by_code(code)
+    return (
+        conn.execute(delete(Country).where(where).returning(Country.id), params).first() is not None
+    )

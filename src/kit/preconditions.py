@@ -1,0 +1,49 @@
+"""If-Match / If-None-Match on writes (RFC 9110 §13): a failed precondition is 412, never
+304, and nothing is written. Judged inside the write's transaction, against the ETag a GET
+of the same item would give, so a concurrent change cannot slip between check and write."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request, status
+
+from src.kit.responses import serialize
+
+
+@dataclass(frozen=True)
+class Preconditions:
+    if_match: str | None
+    if_none_match: str | None
+
+    @classmethod
+    def of(cls, request: Request) -> "Preconditions | None":
+        """The request's, or None when it sends neither header (no extra read then)."""
+        found = cls(request.headers.get("if-match"), request.headers.get("if-none-match"))
+        return None if found.if_match is None and found.if_none_match is None else found
+
+    def check(self, current: Any | None) -> None:
+        """Raise 412 unless they hold for `current`, the item as a GET shows it. None (no
+        such item): the request's own answer (404) wins, as RFC 9110 §13.2.1 says."""
+        if current is None:
+            return
+        etag = serialize(current)[1]
+        if self.if_match is not None and not _listed(self.if_match, etag, weak=False):
+            raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-Match does not match")
+        if self.if_none_match is not None and _listed(self.if_none_match, etag, weak=True):
+            raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-None-Match matches")
+
+    def check_collection(self) -> None:
+        """A POST's target is the collection, which exists; its ETag is not compared."""
+        if self.if_match is not None and self.if_match.strip() != "*":
+            raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-Match does not match")
+        if self.if_none_match is not None and self.if_none_match.strip() == "*":
+            raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-None-Match matches")
+
+
+def _listed(header: str, etag: str, *, weak: bool) -> bool:
+    """Whether the header names `etag`, "*" naming any. If-Match compares strongly (a W/
+    tag never matches), If-None-Match weakly."""
+    if header.strip() == "*":
+        return True
+    tags = [tag.strip() for tag in header.split(",")]
+    return etag in ([t.removeprefix("W/") for t in tags] if weak else tags)
