@@ -1,7 +1,10 @@
-"""The gates' pure parts (_gates): how a drift is worded, how allowances are read."""
+"""The gates' pure parts (_gates): how a drift is worded, how allowances are read; the
+hints alembic.ini gives the one-line errors (_config)."""
 
 from pathlib import Path
 
+import pytest
+from alembic_pg_guard import GuardError, GuardSettings, Hints, attach, load_config, settings_of
 from alembic_pg_guard._gates import describe_diff, squawk_allowances
 from sqlalchemy import Column, Index, MetaData, String, Table
 
@@ -25,3 +28,16 @@ def test_squawk_allowances_are_read_without_importing_the_revision(tmp_path: Pat
     assert squawk_allowances(path) == {"ban-drop-column": "the column was never read"}
     path.write_text("def upgrade(): pass\n")
     assert squawk_allowances(path) == {}
+
+
+def test_hints_come_from_alembic_ini_and_a_misspelt_one_is_one_line(tmp_path: Path):
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(
+        "[alembic]\nscript_location = x\n\n[alembic_pg_guard]\nhint_alembic = make alembic\n"
+    )
+    cfg = attach(load_config(ini), GuardSettings())
+    assert settings_of(cfg).hints.alembic == "make alembic"
+    assert settings_of(cfg).hints.migrate == Hints().migrate  # the others keep their defaults
+    ini.write_text(ini.read_text() + "hint_almebic = typo\n")
+    with pytest.raises(GuardError, match=r"unknown hint_almebic"):
+        attach(load_config(ini), GuardSettings())
