@@ -82,6 +82,17 @@ def refuse_pooler(conn: Connection, hints: Hints) -> None:
         )
 
 
+def refuse_read_only(conn: Connection) -> None:
+    """A standby, or default_transaction_read_only: one line before anything is tried."""
+    if conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on":
+        url = conn.engine.url
+        raise MigrationError(
+            f"the database at {url.host}:{url.port} is read-only (transaction_read_only is on: "
+            "a standby, or default_transaction_read_only set for the database or the role): "
+            "run migrations against the primary, with writes allowed"
+        )
+
+
 @contextmanager
 def migration_lock(engine: Engine, settings: GuardSettings) -> Iterator[None]:
     """Hold the migration advisory lock on a dedicated connection, waiting a bounded time."""
@@ -89,6 +100,7 @@ def migration_lock(engine: Engine, settings: GuardSettings) -> Iterator[None]:
     deadline = time.monotonic() + wait_seconds
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         refuse_pooler(conn, settings.hints)
+        refuse_read_only(conn)
         while not conn.scalar(select(func.pg_try_advisory_lock(lock_id))):
             if time.monotonic() >= deadline:
                 raise MigrationError(
@@ -114,6 +126,7 @@ def upgrade(cfg: Config, target: str = "head") -> str:
     try:
         with engine.connect() as conn:
             refuse_pooler(conn, settings.hints)
+            refuse_read_only(conn)
             before = current_revisions(conn)
             backfill = history.check(conn, history.CodeHistory.of(script))
     except OperationalError as exc:
