@@ -44,15 +44,15 @@ FIXES: dict[str, str] = {
     "adding-required-field": (
         'op.add_column("{table}", sa.Column("{column}", ..., nullable=True)) or with a '
         'constant server_default=sa.text("..."); backfill in batches; then NOT NULL the '
-        "safe way (revisions 08f1eb8c3f28 -> 847f19ae2edf -> 185c925ed393)"
+        "safe way, in a later revision (the fix for adding-not-nullable-field)"
     ),
     "adding-not-nullable-field": (
         "with op.get_context().autocommit_block(): "
-        'op.create_check_constraint("{table}_{column}_not_null", "{table}", '
+        'op.create_check_constraint(op.f("{table}_{column}_not_null"), "{table}", '
         '"{column} IS NOT NULL", postgresql_not_valid=True); op.execute("ALTER TABLE {table} '
         'VALIDATE CONSTRAINT {table}_{column}_not_null"); op.alter_column("{table}", '
-        '"{column}", nullable=False); op.drop_constraint("{table}_{column}_not_null", '
-        '"{table}") (as revision 185c925ed393)'
+        '"{column}", nullable=False); op.drop_constraint(op.f("{table}_{column}_not_null"), '
+        '"{table}", type_="check") (op.f: the name as written, not the naming convention\'s)'
     ),
     "constraint-missing-not-valid": NOT_VALID_THEN_VALIDATE.replace(
         "{create}", "op.create_foreign_key / op.create_check_constraint"
@@ -172,6 +172,8 @@ def fix_for(
         if re.match(r"\s*(DROP|ALTER TABLE \S+ DROP)\b", sql, re.IGNORECASE):
             return ROBUST_DROP
         return "make the step re-runnable, or keep it inside the revision's transaction"
+    if rule == "constraint-missing-not-valid" and re.search(r"\bUNIQUE\b", sql, re.I):
+        rule = "disallowed-unique-constraint"  # PostgreSQL has no NOT VALID for UNIQUE
     template = FIXES.get(rule)
     return template.format_map(names_in(sql, path, line)) if template else None
 

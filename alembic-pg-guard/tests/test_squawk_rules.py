@@ -83,3 +83,22 @@ def test_a_varchar_widening_rewrites_nothing_on_postgresql_and_only_it_is_exempt
         conn.execute(text(sql))
         rewritten = relfilenode(conn) != before
     assert rewritten is not widening
+
+
+def test_a_unique_constraint_is_never_told_to_be_not_valid():
+    """PostgreSQL rejects NOT VALID on UNIQUE: the fix is the concurrent index instead."""
+    sql = "ALTER TABLE gadget ADD CONSTRAINT gadget_code_key UNIQUE (code);"
+    fix = squawk_rules.fix_for("constraint-missing-not-valid", sql) or ""
+    assert "not_valid" not in fix and "UNIQUE USING INDEX" in fix, fix
+    check = "ALTER TABLE gadget ADD CONSTRAINT gadget_n_check CHECK (n > 0);"
+    assert "postgresql_not_valid=True" in squawk_rules.fix_for(
+        "constraint-missing-not-valid", check
+    )
+
+
+def test_fixes_name_constraints_as_written():
+    """op.f(): a plain name would be renamed by a naming convention (ck: table_name_check)."""
+    fix = squawk_rules.fix_for(
+        "adding-not-nullable-field", "ALTER TABLE t ALTER COLUMN c SET NOT NULL;"
+    )
+    assert fix.count('op.f("t_c_not_null")') == 2, fix
