@@ -150,6 +150,14 @@ def configured_database(settings: GuardSettings) -> GuardSettings:
     return settings
 
 
+def default_sql(value: Any) -> str:
+    """A server default as SQL: reflected ones are text already, the models' are clauses."""
+    if value is None:
+        return "no default"
+    arg = getattr(value, "arg", value)
+    return str(getattr(arg, "text", arg))
+
+
 def describe_diff(diff: Any) -> str:
     """One autogenerate diff tuple, e.g. ('add_column', None, 'country', Column) -> words."""
     if isinstance(diff, list):  # column modifications come grouped
@@ -160,6 +168,8 @@ def describe_diff(diff: Any) -> str:
         return f"{kind} {table}.{column.name}"
     if kind.startswith("modify_") and len(rest) >= 6:
         _schema, table, column, _info, old, new = rest[:6]
+        if kind == "modify_default":  # SQL, as the database and a revision would write it
+            return f"{kind} {table}.{column}: {default_sql(old)} -> {default_sql(new)}"
         return f"{kind} {table}.{column}: {old!r} -> {new!r}"
     if kind in {"add_enum_value", "change_enum_variants"}:  # alembic-postgresql-enum's
         old, new, columns = rest

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from alembic_pg_guard import GuardError, GuardSettings, Hints, attach, load_config, settings_of
 from alembic_pg_guard._gates import describe_diff, squawk_allowances
-from sqlalchemy import Column, Index, MetaData, String, Table
+from sqlalchemy import Column, Index, MetaData, String, Table, text
 
 
 def test_describe_diff_names_what_changed():
@@ -41,3 +41,13 @@ def test_hints_come_from_alembic_ini_and_a_misspelt_one_is_one_line(tmp_path: Pa
     ini.write_text(ini.read_text() + "hint_almebic = typo\n")
     with pytest.raises(GuardError, match=r"unknown hint_almebic"):
         attach(load_config(ini), GuardSettings())
+
+
+def test_a_server_default_drift_reads_as_sql():
+    column = Column("c", String(5), server_default=text("'client'"))
+    old = "'iso'::character varying"
+    diff = [("modify_default", None, "t", "c", {}, old, column.server_default)]
+    assert describe_diff(diff) == "modify_default t.c: 'iso'::character varying -> 'client'"
+    assert describe_diff([("modify_default", None, "t", "c", {}, "now()", None)]) == (
+        "modify_default t.c: now() -> no default"
+    )
