@@ -33,6 +33,13 @@ class ScaffoldError(CommandFailure):
     """The name cannot be a resource: one line saying why."""
 
 
+def plural(name: str) -> str:
+    """English, for the common cases (currency → currencies, tax → taxes, city → cities)."""
+    if name.endswith("y") and name[-2:-1] not in tuple("aeiou"):
+        return name[:-1] + "ies"
+    return name + ("es" if name.endswith(("s", "x", "z", "ch", "sh")) else "s")
+
+
 def check_name(name: str, root: Path) -> None:
     if not NAME.fullmatch(name) or keyword.iskeyword(name):
         raise ScaffoldError(
@@ -48,7 +55,7 @@ def check_name(name: str, root: Path) -> None:
 
 def scaffold(name: str, root: Path = PROJECT_ROOT) -> list[Path]:
     check_name(name, root)
-    words = {"name": name, "Model": name.capitalize(), "plural": f"{name}s"}
+    words = {"name": name, "Model": name.capitalize(), "plural": plural(name)}
     written = []
     for template, target in FILES.items():
         path = root / target.format(**words)
@@ -80,7 +87,7 @@ def document(root: Path, name: str) -> Path:
     """Its endpoints in docs/api.md's table, before /health (the README test reads it)."""
     path = root / "docs" / "api.md"
     rows = [
-        f"| `GET /{name}` | {name}s by code, paged (`limit`, `cursor`), `q` filters by name |",
+        f"| `GET /{name}` | {plural(name)} by code, paged (`limit`, `cursor`), `q`: by name |",
         f"| `GET /{name}/{{code}}` | one {name} by code, any case |",
         f"| `POST /{name}` | create one → 201 + `Location` |",
         f"| `PATCH /{name}/{{code}}` | change the fields sent → 204 (`If-Match`: conditional) |",

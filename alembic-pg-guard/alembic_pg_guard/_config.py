@@ -66,7 +66,7 @@ def hook(cfg: Config, name: str) -> Callable[..., Any] | None:
 
 def settings_of(cfg: Config) -> GuardSettings:
     """The attached settings, else those of alembic.ini's `settings` hook (read once),
-    else defaults with the URL of sqlalchemy.url or DATABASE_URL."""
+    else defaults with the URL of DATABASE_URL or sqlalchemy.url."""
     given = cfg.attributes.get(SETTINGS_ATTRIBUTE)
     if given is not None:
         return given
@@ -78,9 +78,10 @@ def settings_of(cfg: Config) -> GuardSettings:
                 f"alembic.ini [{SECTION}] settings = {option(cfg, 'settings')} returned "
                 f"{type(settings).__name__}, not GuardSettings"
             )
-    else:
-        url = cfg.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
-        settings = GuardSettings(url=url or None, no_url="set sqlalchemy.url or DATABASE_URL")
+    else:  # the environment wins, as usual; `alembic init`'s placeholder is no URL
+        url = os.environ.get("DATABASE_URL") or cfg.get_main_option("sqlalchemy.url")
+        url = None if not url or url.startswith("driver://") else url
+        settings = GuardSettings(url=url, no_url="set sqlalchemy.url or DATABASE_URL")
     return attach(cfg, settings).attributes[SETTINGS_ATTRIBUTE]
 
 

@@ -202,19 +202,23 @@ def check_drift(
 ) -> list[str]:
     """`alembic check` after upgrading a database to head with the runner: a throwaway
     one, or the database `settings` point at."""
-    if throwaway_db:
-        with scratch_server(cfg, scratch_url) as server, fresh_database(server, "drift") as url:
-            fresh = settings.for_database(url, app_role=settings.app_role)
-            return check_drift(cfg, fresh, throwaway_db=False)
+    if not throwaway_db:
+        return _drift_on(cfg, settings, throwaway=False)
+    with scratch_server(cfg, scratch_url) as server, fresh_database(server, "drift") as url:
+        fresh = settings.for_database(url, app_role=settings.app_role)
+        return _drift_on(cfg, fresh, throwaway=True)
+
+
+def _drift_on(cfg: Config, settings: GuardSettings, *, throwaway: bool) -> list[str]:
     before = settings_of(cfg)
     try:
-        return _drift(attach(cfg, settings), settings)
+        return _drift(attach(cfg, settings), settings, throwaway=throwaway)
     finally:
         attach(cfg, before)
 
 
-def _drift(cfg: Config, settings: GuardSettings) -> list[str]:
-    print(f"drift: {migrate.upgrade(cfg)}")
+def _drift(cfg: Config, settings: GuardSettings, *, throwaway: bool) -> list[str]:
+    print(f"drift: {'a throwaway database: ' if throwaway else ''}{migrate.upgrade(cfg)}")
     engine = migrate.sync_engine(settings)
     # Given a connection, env.py leaves logging alone: only the verdict is printed.
     cfg.attributes["connection"] = engine

@@ -19,6 +19,21 @@ from alembic_pg_guard._errors import GuardError
 DEFAULT_LOCK_ID = 7_316_092_511_004_761_345
 
 
+def sync_url(value: URL | str) -> URL:
+    """`value` with psycopg2 as its driver, which the guard runs on (postgresql://,
+    +asyncpg and +psycopg URLs alike); anything else is a one-line GuardError."""
+    try:
+        url = make_url(value) if isinstance(value, str) else value
+    except Exception:  # sqlalchemy raises ArgumentError or ValueError for a malformed URL
+        raise GuardError(f"{str(value)[:60]!r} is not a database URL") from None
+    if not url.drivername.startswith("postgresql"):
+        raise GuardError(
+            f"the database URL is {url.drivername}://..., not postgresql://: the guard "
+            "migrates PostgreSQL (set sqlalchemy.url or DATABASE_URL)"
+        )
+    return url.set(drivername="postgresql+psycopg2")
+
+
 @dataclass(frozen=True)
 class AppRole:
     """The API's least-privilege login role, created and granted by the runner."""
@@ -76,9 +91,8 @@ class GuardSettings:
 
     def __post_init__(self) -> None:
         for name in ("url", "gate_url"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, make_url(value))
+            if (value := getattr(self, name)) is not None:
+                object.__setattr__(self, name, sync_url(value))
 
     @property
     def sync_url(self) -> URL:
@@ -89,5 +103,4 @@ class GuardSettings:
 
     def for_database(self, url: URL | str, *, app_role: AppRole | None = None) -> GuardSettings:
         """These settings on another database (a throwaway one), with its own app role."""
-        url = make_url(url) if isinstance(url, str) else url
-        return replace(self, url=url, gate_url=None, app_role=app_role)
+        return replace(self, url=sync_url(url), gate_url=None, app_role=app_role)

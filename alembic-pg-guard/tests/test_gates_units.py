@@ -51,3 +51,26 @@ def test_a_server_default_drift_reads_as_sql():
     assert describe_diff([("modify_default", None, "t", "c", {}, "now()", None)]) == (
         "modify_default t.c: now() -> no default"
     )
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["postgresql://u:p@h/d", "postgresql+asyncpg://u:p@h/d", "postgresql+psycopg://u:p@h/d"],
+)
+def test_any_postgresql_url_runs_on_psycopg2(given: str):
+    """alembic init's users write postgresql://, async projects +asyncpg: both were tracebacks."""
+    assert GuardSettings(url=given).url.drivername == "postgresql+psycopg2"
+
+
+def test_the_environment_wins_and_the_placeholder_is_no_url(tmp_path: Path, monkeypatch):
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(
+        "[alembic]\nscript_location = x\nsqlalchemy.url = driver://user:pass@localhost/dbname\n"
+    )
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(GuardError, match=r"set sqlalchemy\.url or DATABASE_URL"):
+        _ = settings_of(load_config(ini)).sync_url
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@envhost/d")
+    assert settings_of(load_config(ini)).sync_url.host == "envhost"
+    with pytest.raises(GuardError, match=r"mysql://\.\.\., not postgresql://"):
+        GuardSettings(url="mysql://u:p@h/d")
