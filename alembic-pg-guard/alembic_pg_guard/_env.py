@@ -49,6 +49,16 @@ def forked(heads: Sequence[str], hints: Hints) -> str:
     )
 
 
+# How often a running statement checks that the runner is still there (PostgreSQL 14+):
+# a killed runner's DDL, and the locks it holds, end within this instead of at its end.
+CLIENT_CHECK_MS = 2_000
+
+
+def end_with_the_client(connection: Connection) -> None:
+    if connection.dialect.server_version_info >= (14,):
+        connection.exec_driver_sql(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+
+
 class Environment:
     """One env.py run: `context` is alembic's, `metadata` the project's models."""
 
@@ -108,6 +118,7 @@ class Environment:
         # Alembic starts its own transactions on a clean connection.
         connection.exec_driver_sql(f"SET lock_timeout = {limits.lock_timeout_ms}")
         connection.exec_driver_sql(f"SET statement_timeout = {limits.statement_timeout_ms}")
+        end_with_the_client(connection)
         run = Run(connection, limits, self.context.script, external)
         history.prepare(connection, run.code)  # under the lock: refuse an edited history
         if not external:
