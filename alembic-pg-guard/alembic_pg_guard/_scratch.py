@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from alembic.config import Config
-from sqlalchemy import URL, create_engine, make_url
+from sqlalchemy import URL, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from alembic_pg_guard._config import SECTION, hook
 from alembic_pg_guard._errors import GuardError
+from alembic_pg_guard._settings import sync_url
 
 ENV_URL = "ALEMBIC_PG_GUARD_SCRATCH_URL"
 
@@ -26,7 +27,7 @@ def scratch_server(cfg: Config, url: str | None = None) -> Iterator[URL]:
     the project's hook; none of them is a GuardError saying how to give one."""
     given = url or os.environ.get(ENV_URL)
     if given:
-        yield make_url(given).set(drivername="postgresql+psycopg2")
+        yield sync_url(given)
         return
     factory = hook(cfg, "scratch_server")
     if factory is None:
@@ -36,9 +37,7 @@ def scratch_server(cfg: Config, url: str | None = None) -> Iterator[URL]:
             "of alembic.ini"
         )
     with factory() as server:
-        yield make_url(str(server) if not isinstance(server, URL) else server).set(
-            drivername="postgresql+psycopg2"
-        )
+        yield sync_url(server)
 
 
 def _admin(server: URL):

@@ -24,26 +24,24 @@ class Preconditions:
     def check(self, current: Any | None) -> None:
         """Raise 412 unless they hold for `current`, the item as a GET shows it. None (no
         such item): the request's own answer (404) wins, as RFC 9110 §13.2.1 says."""
-        if current is None:
-            return
-        etag = serialize(current)[1]
+        if current is not None:
+            self._judge(serialize(current)[1])
+
+    def check_collection(self) -> None:
+        """A POST's target is the collection, which exists; its ETag is not compared."""
+        self._judge(None)
+
+    def _judge(self, etag: str | None) -> None:
         if self.if_match is not None and not _listed(self.if_match, etag, weak=False):
             raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-Match does not match")
         if self.if_none_match is not None and _listed(self.if_none_match, etag, weak=True):
             raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-None-Match matches")
 
-    def check_collection(self) -> None:
-        """A POST's target is the collection, which exists; its ETag is not compared."""
-        if self.if_match is not None and self.if_match.strip() != "*":
-            raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-Match does not match")
-        if self.if_none_match is not None and self.if_none_match.strip() == "*":
-            raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-None-Match matches")
 
-
-def _listed(header: str, etag: str, *, weak: bool) -> bool:
-    """Whether the header names `etag`, "*" naming any. If-Match compares strongly (a W/
-    tag never matches), If-None-Match weakly."""
+def _listed(header: str, etag: str | None, *, weak: bool) -> bool:
+    """Whether the header names `etag` ("*" names any; None: one never compared). If-Match
+    compares strongly (a W/ tag never matches), If-None-Match weakly."""
     if header.strip() == "*":
         return True
     tags = [tag.strip() for tag in header.split(",")]
-    return etag in ([t.removeprefix("W/") for t in tags] if weak else tags)
+    return etag is not None and etag in ([t.removeprefix("W/") for t in tags] if weak else tags)

@@ -236,7 +236,7 @@ def rehearse(cfg: Config, args: Args, console: Console) -> dict:
         run_cfg = attach(Config(cfg.config_file_name), throwaway)
         run_cfg.set_main_option("script_location", cfg.get_main_option("script_location") or "")
         run_cfg.attributes["connection"] = engine  # env.py then leaves logging alone
-        dsn = database.render_as_string(hide_password=False).replace("+psycopg2", "")
+        dsn = database.set(drivername="postgresql").render_as_string(hide_password=False)
         try:
             with console.status(f"migrating a throwaway database to {start}"):
                 migrate.upgrade(run_cfg, start)
