@@ -78,13 +78,16 @@ class Settings(BaseSettings):
 
     # Migration safety (alembic-pg-guard's settings; 0 disables a limit).
     migration_lock_wait_seconds: float = Field(default=120, gt=0)
-    migration_lock_timeout_ms: int = Field(default=5_000, ge=0)
+    # Short: every query on a table queues behind a migration's waiting ALTER.
+    migration_lock_timeout_ms: int = Field(default=200, ge=0)
     migration_statement_timeout_ms: int = Field(default=300_000, ge=0)
     # For one `alembic-revision` run: write a drop + add the rename guard would refuse.
     alembic_allow_drop_add: bool = False
-    # Retries of a revision cancelled by lock_timeout, after a doubling delay.
-    migration_lock_retries: int = Field(default=3, ge=0)
-    migration_lock_retry_delay_seconds: float = Field(default=2, ge=0)
+    # Retries of a revision cancelled by lock_timeout, after a jittered doubling delay,
+    # bounded by a count and a total time.
+    migration_lock_retries: int = Field(default=50, ge=0)
+    migration_lock_retry_delay_seconds: float = Field(default=0.5, ge=0)
+    migration_lock_retry_total_seconds: float = Field(default=120, ge=0)
     # CREATE/DROP INDEX CONCURRENTLY's own lock_timeout (they wait for older transactions).
     migration_concurrent_index_timeout_ms: int = Field(default=600_000, ge=0)
 

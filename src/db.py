@@ -7,8 +7,9 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import TypeVar
 
+import asyncpg
 from sqlalchemy import Connection, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from src.config import Settings
@@ -17,6 +18,7 @@ from src.tls import asyncpg_ssl
 POOL_TIMEOUT_SECONDS = 10
 T = TypeVar("T")
 Work = Callable[[Connection], T]
+Connect = Callable[[], AsyncContextManager[AsyncConnection]]
 
 
 class ConnectionGate:
@@ -43,6 +45,20 @@ def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) ->
     already known to asyncpg as closed: the pool replaces it before use, no round trip."""
     if dbapi_connection.driver_connection.is_closed():
         raise DisconnectionError("connection closed by the server")
+
+
+async def _run(connect: Connect, work: Work[T]) -> T:
+    """`work(conn)`, run once more from its start if a statement was stale (asyncpg's
+    InvalidCachedStatementError: a migration retyped a column since it was prepared). That
+    error ends the transaction before any commit; SQLAlchemy has dropped its statements."""
+    try:
+        async with connect() as conn:
+            return await conn.run_sync(work)
+    except DBAPIError as exc:
+        if not isinstance(exc.orig and exc.orig.__cause__, asyncpg.InvalidCachedStatementError):
+            raise
+    async with connect() as conn:  # its statements are prepared afresh
+        return await conn.run_sync(work)
 
 
 def connect_args(settings: Settings) -> dict[str, object]:
@@ -74,9 +90,7 @@ class Database:
             connect_args=connect_args(settings),
         )
         event.listen(self.autocommit.sync_engine, "checkout", _replace_if_closed)
-        self.transactional: AsyncEngine = self.autocommit.execution_options(
-            isolation_level="READ COMMITTED"
-        )
+        self.transactional = self.autocommit.execution_options(isolation_level="READ COMMITTED")
         self.pooled = settings.db_transaction_pooler
         # One connection fewer than the pool holds: kept for `probe()` (the /ready check),
         # which does not queue here, so a loaded app still answers its readiness probe.
@@ -89,19 +103,18 @@ class Database:
 
     async def read(self, work: Work[T]) -> T:
         """`work(conn)` on an autocommit connection: no transaction."""
-        async with self.gate, self._reading() as conn:
-            return await conn.run_sync(work)
+        async with self.gate:
+            return await _run(self._reading, work)
 
     async def write(self, work: Work[T]) -> T:
         """`work(conn)` in one READ COMMITTED transaction: committed when it returns, rolled
         back if it raises (the exception, an IntegrityError say, then reaches the caller)."""
-        async with self.gate, self.transactional.begin() as conn:
-            return await conn.run_sync(work)
+        async with self.gate:
+            return await _run(self.transactional.begin, work)
 
     async def probe(self, work: Work[T]) -> T:
         """`work(conn)` like `read`, but outside the gate, on the connection kept for it."""
-        async with self._reading() as conn:
-            return await conn.run_sync(work)
+        return await _run(self._reading, work)
 
     async def dispose(self) -> None:
         await self.autocommit.dispose()

@@ -32,6 +32,7 @@ def guard_settings(settings: Settings | None = None) -> GuardSettings:
         statement_timeout_ms=settings.migration_statement_timeout_ms,
         lock_retries=settings.migration_lock_retries,
         lock_retry_delay_seconds=settings.migration_lock_retry_delay_seconds,
+        lock_retry_total_seconds=settings.migration_lock_retry_total_seconds,
         concurrent_index_timeout_ms=settings.migration_concurrent_index_timeout_ms,
         allow_drop_add=settings.alembic_allow_drop_add,
     )

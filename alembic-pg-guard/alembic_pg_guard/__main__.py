@@ -22,6 +22,10 @@ def parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("migrate", help="the locked runner: upgrade to head (or --target)")
     run.add_argument("--target", default="head", help="revision to upgrade to (default: head)")
+    commands.add_parser(
+        "verify",
+        help="the database matches the models at head: accept its stamped or edited revisions",
+    )
     gates = commands.add_parser("check", help="the migration gates: " + ", ".join(GATES))
     gates.add_argument("gate", choices=[*GATES, "all"])
     gates.add_argument(
@@ -49,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         if args.command == "migrate":
             print(upgrade(cfg, args.target))
+        elif args.command == "verify":
+            from alembic_pg_guard._verify import verify
+
+            print(verify(cfg))
         elif args.command == "check":
             check(cfg, args.gate, configured_db=args.configured_db, scratch_url=args.scratch_url)
         elif args.command == "compat":

@@ -3,6 +3,8 @@
 Compares, beyond Alembic's defaults: PostgreSQL enum types and their values
 (alembic-postgresql-enum) and named CHECK constraints (Alembic's opt-in plugin; every
 constraint should be named by the models' naming convention, or it compares by name only).
+Also collations and index methods, partial-index WHERE, INCLUDE and operator classes
+(the guard's own plugin, _compare).
 
 Refuses: a drop + add that looks like a rename (of a column, or of a table with the same
 columns), which would lose the data, unless allowed. Skips an empty revision. Guards an
@@ -22,10 +24,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from alembic_postgresql_enum.operations.sync_enum_values import SyncEnumValuesOp
 
+from alembic_pg_guard._compare import PLUGIN as COMPARE
 from alembic_pg_guard._settings import Hints
 
-# Alembic's default comparators plus the opt-in CHECK constraint one.
-AUTOGENERATE_PLUGINS = ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname"]
+# Alembic's default comparators, the opt-in CHECK constraint one, and the guard's
+# (collations, index methods, WHERE, INCLUDE, operator classes: _compare).
+AUTOGENERATE_PLUGINS = ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname", COMPARE]
 NOTHING_TO_DO = "No schema changes detected: no revision written."
 
 
@@ -107,7 +111,7 @@ def refusal(renames: list[Rename], hints: Hints) -> str:
     return (
         "refusing to write a revision that drops and adds what looks like a rename, "
         f"which would lose the data: {'; '.join(r.describe() for r in renames)}. "
-        "To rename in place, write an empty revision (alembic revision -m '...') with: "
+        f"To rename in place, write an empty revision ({hints.alembic} revision -m '...') with: "
         f"{'; '.join(r.in_place() for r in renames)}. "
         "While old code still runs against the database (a rolling deploy), expand/contract "
         f"instead: {'; '.join(r.expand_contract() for r in renames)} ({hints.docs}). "

@@ -7,8 +7,12 @@ API tests (alembic.ini's [alembic_pg_guard] compat_tests, default tests/routes) 
 it, their settings pointed at that database by TEST_DATABASE_URL. On a failure it
 migrates one new revision at a time to name the first one that breaks the old code.
 
-Default base: the last tag, if there is one; else the commit before the latest one that
-changed the versions folder (HEAD itself when it has uncommitted changes).
+Default base: the release that runs in production, as a deploy replaces it: COMPAT_BASE,
+else the newest `v*` tag reachable from HEAD (not one on HEAD itself), else where HEAD
+leaves its upstream branch (or origin/HEAD). Never merely the commit before: a change
+split over commits pushed together would be checked against its own middle. When none of
+these names the release, it falls back to the commit before the latest change to the
+versions folder, and says so.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ PROBE = Path(__file__).with_name("_compat_probe.py")
 SCAN_TESTS = 5
 # Environment variables the base's tests must not inherit: they would point elsewhere.
 DATABASE_VARIABLES = ("DATABASE_URL", "APP_DATABASE_URL", "POSTGRES_APP_USER")
+BASE_VARIABLE = "COMPAT_BASE"  # the release in production, when tags and branches cannot tell
 
 
 class CompatError(GuardError):
@@ -79,12 +84,32 @@ class Project:
             raise CompatError(f"git {' '.join(args)}: {detail[-1] if detail else proc.returncode}")
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
-    def default_base(self) -> str:
-        """The last tag, else the commit before the latest change to the versions folder."""
-        if tag := self.git("describe", "--tags", "--abbrev=0", check=False):
-            return tag
+    def default_base(self) -> tuple[str, str]:
+        """The release in production and one line saying why that one (module docstring)."""
+        if ref := os.environ.get(BASE_VARIABLE, "").strip():
+            return ref, f"base {ref}: from {BASE_VARIABLE}"
+        head = self.git("rev-parse", "HEAD", check=False)
+        parent = self.git("rev-parse", "--verify", "--quiet", "HEAD^", check=False)
+        for start in (head, parent):  # a tag on HEAD is the release being made, not the old one
+            tag = self.git("describe", "--tags", "--abbrev=0", "--match", "v*", start, check=False)
+            if tag and self.git("rev-parse", f"{tag}^{{commit}}", check=False) != head:
+                return tag, f"base {tag}: the newest v* tag behind HEAD"
+        for upstream in ("@{upstream}", "origin/HEAD"):
+            fork = self.git("merge-base", "HEAD", upstream, check=False) if head else ""
+            if fork and fork != head:
+                name = self.git("rev-parse", "--abbrev-ref", upstream, check=False) or upstream
+                return fork, f"base {fork[:12]}: where HEAD leaves {name}"
+        ref, what = self.fallback_base()
+        return ref, (
+            f"base {ref[:12]}: no v* tag, {BASE_VARIABLE} or upstream branch behind HEAD names "
+            f"the release in production, so {what}; tag each release (git tag v1.2.3) or set "
+            f"{BASE_VARIABLE}=<its ref>"
+        )
+
+    def fallback_base(self) -> tuple[str, str]:
+        """The commit before the latest change to the versions folder (HEAD if uncommitted)."""
         if self.git("status", "--porcelain", "--", self.versions):
-            return "HEAD"
+            return "HEAD", f"HEAD ({self.versions} has uncommitted changes)"
         last = self.git("log", "-1", "--format=%H", "--", self.versions)
         if not last:
             raise CompatError(f"no commit has changed {self.versions} yet: give --base REF")
@@ -94,7 +119,7 @@ class Project:
                 f"the first commit ({last[:12]}) created {self.versions}: there is no older "
                 "code to check; give --base REF"
             )
-        return parent
+        return parent, f"the commit before the latest change to {self.versions}"
 
     @contextmanager
     def worktree(self, ref: str) -> Iterator[Path]:
@@ -220,7 +245,9 @@ def label(script: Script) -> str:
 def run(cfg: Config, ref: str | None = None, *, scratch_url: str | None = None) -> str:
     """The command: one line saying the base passes, else a CompatError naming the revision."""
     project = Project.of(cfg)
-    ref = ref or project.default_base()
+    if not ref:
+        ref, why = project.default_base()
+        print(why, flush=True)
     git = project.git
     sha = git("rev-parse", "--short", f"{ref}^{{commit}}", check=False) or ref
     name = sha if git("rev-parse", f"{ref}^{{commit}}", check=False) == ref else f"{ref} ({sha})"

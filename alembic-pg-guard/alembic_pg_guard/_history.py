@@ -5,10 +5,17 @@ revision's own transaction: its id, its down_revision(s) and a hash of the chain
 to it. A history edited below what a database has applied (a revision inserted mid-chain,
 one removed or reordered) no longer matches those rows, and the runner, an app's readiness probe
 (`ready_problem`) and the `history` gate refuse it, naming the revision.
+
+The row also holds the revision file's content fingerprint (_fingerprint.py): an applied
+revision edited afterwards is refused the same way. A revision only stamped (`alembic
+stamp`) is refused by the runner, /ready and the gate until `verify` finds the schema
+matches the models, or it is really applied: a stamp alone says nothing about the schema.
 """
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from alembic.config import Config
@@ -19,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from alembic_pg_guard._errors import GuardError
+from alembic_pg_guard._fingerprint import comparable, fingerprint
 from alembic_pg_guard._settings import GuardSettings
 
 TABLE = "alembic_version_history"
@@ -26,6 +34,20 @@ APPLIED, PARTIAL = "applied", "partial"
 # A deliberate rewrite (a squash): make the schema match, then empty the table; the next
 # run records the history as it is now.
 RESET_HINT = f"if the edit is deliberate, TRUNCATE {TABLE} (a squash: see the guard's README)"
+# The note of a row that `alembic stamp` wrote, until `verify` or a real upgrade replaces it.
+STAMPED, VERIFIED = "stamped", "stamp verified"
+VERIFY = "python -m alembic_pg_guard verify"
+# Set while `verify` runs `alembic check` through env.py: what it verifies is not refused.
+VERIFYING: ContextVar[bool] = ContextVar("alembic_pg_guard_verifying", default=False)
+
+
+@contextmanager
+def verifying() -> Iterator[None]:
+    token = VERIFYING.set(True)
+    try:
+        yield
+    finally:
+        VERIFYING.reset(token)
 
 
 class HistoryError(GuardError):
@@ -38,6 +60,7 @@ class Revision:
     down: tuple[str, ...]  # sorted
     chain_hash: str
     title: str
+    content: str | None  # the file's fingerprint; None: not comparable (no .py source)
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,8 @@ class CodeHistory:
             parents = ",".join(found[d].chain_hash for d in down)
             digest = hashlib.sha256(f"{rev.revision}:{parents}".encode()).hexdigest()
             title = (rev.doc or "").strip().splitlines()[0] if rev.doc else ""
-            found[rev.revision] = Revision(rev.revision, down, digest, title)
+            content = fingerprint(rev.path)
+            found[rev.revision] = Revision(rev.revision, down, digest, title, content)
         return cls(found, frozenset(script.get_heads()))
 
     def below(self, heads: Iterable[str]) -> list[Revision]:
@@ -99,14 +123,27 @@ def code_history(cfg: Config) -> CodeHistory:
 class Recorded:
     down: tuple[str, ...]
     chain_hash: str
+    content: str | None = None  # None: recorded before fingerprints (backfilled by prepare)
+    note: str | None = None
+    at: str = ""
+
+
+def changed(rev: Revision, row: Recorded) -> bool:
+    """The revision file differs from the one applied (both fingerprints of this format)."""
+    return comparable(row.content) and comparable(rev.content) and row.content != rev.content
 
 
 def edit_problem(
-    code: CodeHistory, db_heads: Iterable[str], recorded: Mapping[str, Recorded]
+    code: CodeHistory,
+    db_heads: Iterable[str],
+    recorded: Mapping[str, Recorded],
+    *,
+    content: bool = True,
 ) -> str | None:
     """Why the code's history is not the one the database applied, or None. Revisions
     with no row and no recorded revision above them were applied without the runner (a
-    database migrated before this check, offline SQL): the caller backfills them."""
+    database migrated before this check, offline SQL): the caller backfills them.
+    `content`: also refuse an applied revision whose file changed since."""
     db_heads = sorted(db_heads)
     unknown = [h for h in db_heads if h not in code.revisions]
     if unknown:
@@ -138,18 +175,61 @@ def edit_problem(
                 "reordered below what the database has applied): restore the history; new "
                 f"revisions go on top of the head; {RESET_HINT}"
             )
+        if content and changed(rev, row):
+            return (
+                f"revision {code.name(rev.revision)} was changed after it was applied to this "
+                f"database (its file's operations differ from those applied at {row.at} UTC): "
+                "put the change in a new revision and restore this one (a database only you use: "
+                "downgrade below it, then migrate again); to accept a deliberate "
+                f"edit this database already reflects, run `{VERIFY}` (it compares the schema "
+                "with the models, then records the file as it is now), or for a squash, "
+                f"TRUNCATE {TABLE} (see the guard's README)"
+            )
     return None
 
 
+def stamp_problem(
+    code: CodeHistory, db_heads: Iterable[str], recorded: Mapping[str, Recorded]
+) -> str | None:
+    """The first revision below `db_heads` that `alembic stamp` recorded and nothing
+    verified: its changes may be missing from the schema."""
+    stamped = [
+        rev
+        for rev in code.below(db_heads)
+        if (row := recorded.get(rev.revision)) is not None and row.note == STAMPED
+    ]
+    if not stamped:
+        return None
+    first, more = stamped[0], len(stamped) - 1
+    others = f" (and {more} more above it)" if more else ""
+    down = ", ".join(first.down) or "base"
+    return (
+        f"revision {code.name(first.revision)}{others} was stamped, not applied (`alembic "
+        "stamp` records a revision without running it; nothing checked that this database "
+        f"has its changes): apply it (`alembic stamp {down}`, then migrate again), or, if "
+        f"the schema was made another way (adopting an existing database), run `{VERIFY}`: "
+        "it compares the schema with the models and records it as verified"
+    )
+
+
 def read_recorded(conn: Connection) -> dict[str, Recorded] | None:
-    """The rows of applied revisions; None when the table does not exist yet."""
+    """The rows of applied revisions; None when the table does not exist yet. Read as
+    JSON for content_hash: a table made before that column existed reads it as NULL."""
     if conn.scalar(text("SELECT to_regclass(:t)"), {"t": TABLE}) is None:
         return None
     rows = conn.execute(
-        text(f"SELECT revision, down_revisions, chain_hash FROM {TABLE} WHERE state = :s"),
+        text(
+            "SELECT revision, down_revisions, chain_hash, note, "
+            "to_jsonb(h) ->> 'content_hash' AS content, "
+            "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS at "
+            f"FROM {TABLE} h WHERE state = :s"
+        ),
         {"s": APPLIED},
     )
-    return {r.revision: Recorded(_split(r.down_revisions), r.chain_hash) for r in rows}
+    return {
+        r.revision: Recorded(_split(r.down_revisions), r.chain_hash, r.content, r.note, r.at)
+        for r in rows
+    }
 
 
 def _split(joined: str) -> tuple[str, ...]:
@@ -161,42 +241,92 @@ def db_heads(conn: Connection) -> set[str]:
     return set(MigrationContext.configure(conn).get_current_heads())
 
 
-def check(conn: Connection, code: CodeHistory) -> bool:
-    """Raise HistoryError on an edited history; True when some applied revisions have no
-    row yet (to be backfilled)."""
+def check(
+    conn: Connection, code: CodeHistory, *, stamps: bool = True, content: bool = True
+) -> bool:
+    """Raise HistoryError on an edited history, and on an applied revision edited since
+    (`content`) or only stamped (`stamps`); True when some applied revisions have no row or
+    no content fingerprint yet (to be backfilled)."""
     heads = db_heads(conn)
-    recorded = read_recorded(conn)
-    if problem := edit_problem(code, heads, recorded or {}):
+    recorded = read_recorded(conn) or {}
+    verifying = VERIFYING.get()
+    problem = edit_problem(code, heads, recorded, content=content and not verifying)
+    if problem is None and stamps and not verifying:
+        problem = stamp_problem(code, heads, recorded)
+    if problem:
         raise HistoryError(problem)
-    return any(rev.revision not in (recorded or {}) for rev in code.below(heads))
+    return any(
+        (row := recorded.get(rev.revision)) is None
+        or (rev.content is not None and not comparable(row.content))
+        for rev in code.below(heads)
+    )
 
 
 def prepare(conn: Connection, code: CodeHistory) -> None:
-    """Before migrating, in the caller's transaction: create the table, refuse an edited
-    history, backfill the fingerprints of a database migrated before they existed."""
+    """Before migrating (env.py, every online command), in the caller's transaction:
+    create or extend the table, refuse an edited history, backfill the rows and
+    fingerprints of a database migrated before they existed. Not refused here: a stamp
+    (`alembic stamp` undoes one) and an edited revision (a downgrade undoes one:
+    `refuse_edited` runs before the first upgrade instead)."""
     conn.exec_driver_sql(
         f"CREATE TABLE IF NOT EXISTS {TABLE} ("
         "revision text PRIMARY KEY, down_revisions text NOT NULL, chain_hash text NOT NULL, "
         f"state text NOT NULL DEFAULT '{APPLIED}', note text, "
-        "recorded_at timestamptz NOT NULL DEFAULT now())"
+        "recorded_at timestamptz NOT NULL DEFAULT now(), content_hash text)"
     )
-    if check(conn, code):
+    # Tables made before fingerprints; only when missing: ALTER TABLE locks out /ready.
+    has_content = conn.scalar(
+        text(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+            "AND attname = 'content_hash' AND NOT attisdropped"
+        ),
+        {"t": TABLE},
+    )
+    if not has_content:
+        conn.exec_driver_sql(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS content_hash text")
+    if check(conn, code, stamps=False, content=False):
         recorded = read_recorded(conn) or {}
         for rev in code.below(db_heads(conn)):
-            if rev.revision not in recorded:
+            if (row := recorded.get(rev.revision)) is None:
                 record_applied(conn, code, rev.revision, note="backfilled")
+            elif rev.content is not None and not comparable(row.content):
+                record_content(conn, code, rev.revision)
+
+
+def refuse_edited(conn: Connection, code: CodeHistory) -> None:
+    """Before a run's first upgrade step: an applied revision whose file changed since."""
+    if VERIFYING.get():
+        return
+    if problem := edit_problem(code, db_heads(conn), read_recorded(conn) or {}):
+        raise HistoryError(problem)
+
+
+def record_content(conn: Connection, code: CodeHistory, revision: str) -> None:
+    """The revision file's fingerprint as it is now, for what the row already says."""
+    conn.execute(
+        text(f"UPDATE {TABLE} SET content_hash = :c WHERE revision = :r"),
+        {"r": revision, "c": code.revisions[revision].content},
+    )
 
 
 def record_applied(conn: Connection, code: CodeHistory, revision: str, note: str | None = None):
     rev = code.revisions[revision]
     conn.execute(
         text(
-            f"INSERT INTO {TABLE} (revision, down_revisions, chain_hash, state, note) "
-            "VALUES (:r, :d, :h, :s, :n) ON CONFLICT (revision) DO UPDATE SET "
-            "down_revisions = EXCLUDED.down_revisions, chain_hash = EXCLUDED.chain_hash, "
-            "state = EXCLUDED.state, note = EXCLUDED.note, recorded_at = now()"
+            f"INSERT INTO {TABLE} (revision, down_revisions, chain_hash, state, note, "
+            "content_hash) VALUES (:r, :d, :h, :s, :n, :c) ON CONFLICT (revision) DO UPDATE "
+            "SET down_revisions = EXCLUDED.down_revisions, chain_hash = EXCLUDED.chain_hash, "
+            "state = EXCLUDED.state, note = EXCLUDED.note, "
+            "content_hash = EXCLUDED.content_hash, recorded_at = now()"
         ),
-        {"r": revision, "d": ",".join(rev.down), "h": rev.chain_hash, "s": APPLIED, "n": note},
+        {
+            "r": revision,
+            "d": ",".join(rev.down),
+            "h": rev.chain_hash,
+            "s": APPLIED,
+            "n": note,
+            "c": rev.content,
+        },
     )
 
 
@@ -244,14 +374,22 @@ def sync_to(conn: Connection, code: CodeHistory, heads: Iterable[str]) -> None:
 
 def ready_problem(conn: Connection, code: CodeHistory, heads: set[str]) -> str | None:
     """For /ready (read-only, the API's role): why this database, at `heads` (read by the
-    caller), did not apply the code's history. One query when all is well."""
+    caller), did not apply the code's history, applied a revision since edited, or was
+    only stamped. One read of the table when all is well."""
     recorded = read_recorded(conn)
     if not recorded:  # migrated before the fingerprints: nothing to compare yet
         return None
     hashes = {r: row.chain_hash for r, row in recorded.items()}
-    if all(h in code.revisions and hashes.get(h) == code.revisions[h].chain_hash for h in heads):
+    chain_ok = all(
+        h in code.revisions and hashes.get(h) == code.revisions[h].chain_hash for h in heads
+    )
+    content_ok = not any(
+        row.note == STAMPED or (r in code.revisions and changed(code.revisions[r], row))
+        for r, row in recorded.items()
+    )
+    if chain_ok and content_ok:
         return None
-    return edit_problem(code, heads, recorded)
+    return edit_problem(code, heads, recorded) or stamp_problem(code, heads, recorded)
 
 
 def gate_problems(cfg: Config, settings: GuardSettings) -> list[str]:

@@ -8,6 +8,7 @@ MIGRATION_CONCURRENT_INDEX_TIMEOUT_MS as their lock_timeout instead of
 MIGRATION_LOCK_TIMEOUT_MS (the guard's README, "Locks").
 """
 
+import random
 import re
 import threading
 from collections.abc import Iterator
@@ -48,6 +49,18 @@ class Blocker:
             f"pid {self.pid} ({self.user or '?'}, {self.state or '?'}{age}, "
             f"last query: {self.query or '?'})"
         )
+
+
+# Lock retries back off up to this delay: a reader long enough to need more is waited
+# out by the total (lock_retry_total_seconds), not by ever longer sleeps.
+MAX_RETRY_DELAY_SECONDS = 10.0
+
+
+def retry_delay(base: float, attempt: int, rng: random.Random | None = None) -> float:
+    """The sleep before retry `attempt` (1, 2, ...): `base` doubling, capped, with half of
+    it random ("equal jitter"), so that several migrators never retry in step."""
+    ceiling = min(max(base, MAX_RETRY_DELAY_SECONDS), base * 2 ** (attempt - 1))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 def is_lock_timeout(exc: BaseException) -> bool:

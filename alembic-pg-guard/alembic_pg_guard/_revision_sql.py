@@ -33,7 +33,8 @@ BOOKKEEPING = re.compile(
 VERSION_TABLE_DDL = re.compile(r"^(CREATE|DROP) TABLE alembic_version\b", re.IGNORECASE)
 OFFLINE_HINT = (
     "code that needs a database (op.get_bind(), reading rows) must be guarded by "
-    "`if not context.is_offline_mode():`"
+    "`if not context.is_offline_mode():`, and only the reading: what changes the database "
+    "must still be emitted offline"
 )
 
 
@@ -70,6 +71,7 @@ class RenderedRevision:
     direction: str
     statements: tuple[Statement, ...]
     sql: str  # all of it, as `alembic ... --sql` prints it
+    online: bool = False  # True: what it ran on a throwaway database (_executed_sql.py)
 
     def lint_sql(self) -> str:
         """`sql` with Alembic's own version table DDL blanked out, lines kept in place."""

@@ -78,11 +78,14 @@ class GuardSettings:
     lock_id: int = DEFAULT_LOCK_ID
     # How long to wait for another migrator; per-statement limits (0 disables one).
     lock_wait_seconds: float = 120
-    lock_timeout_ms: int = 5_000
+    # Every query on a table queues behind a waiting ALTER for up to lock_timeout: short.
+    lock_timeout_ms: int = 200
     statement_timeout_ms: int = 300_000
-    # A revision cancelled by lock_timeout is retried, after a delay that doubles.
-    lock_retries: int = 3
-    lock_retry_delay_seconds: float = 2
+    # A revision cancelled by lock_timeout is retried after a jittered delay that doubles
+    # (capped), until lock_retries retries or lock_retry_total_seconds have passed.
+    lock_retries: int = 50
+    lock_retry_delay_seconds: float = 0.5
+    lock_retry_total_seconds: float = 120
     # CREATE/DROP INDEX CONCURRENTLY wait for every older transaction: their own limit.
     concurrent_index_timeout_ms: int = 600_000
     # For one autogenerate run: write a drop + add that the rename guard would refuse.

@@ -228,3 +228,149 @@ def is_varchar_widening(path: str | Path, source_line: int | None, sql: str) -> 
 
 def rule_url(rule: str) -> str:
     return f"{RULES_URL}{rule}"
+
+
+# --- the guard's own rules, on what a revision runs ----------------------------------
+
+DO_BLOCK = "do-block"
+DISABLE_TRIGGER = "disable-trigger"
+NARROWING = "narrowing-type-change"
+OWN_RULES = frozenset({DO_BLOCK, DISABLE_TRIGGER, NARROWING})
+DO_STATEMENT = re.compile(r"^\s*DO\b", re.IGNORECASE)
+DISABLES_TRIGGER = re.compile(r"^\s*ALTER\s+TABLE\b.*\bDISABLE\s+TRIGGER\b", re.I | re.S)
+TYPE_CHANGE = re.compile(
+    r"\bALTER\s+(?:COLUMN\s+)?(\"[^\"]+\"|\w+)\s+(?:SET\s+DATA\s+)?TYPE\s+(.+?)"
+    r"(?:\s+USING\s+(.+?))?\s*(?=,\s*(?:ALTER|ADD|DROP)\b|;?\s*$)",
+    re.IGNORECASE | re.DOTALL,
+)
+# A USING expression that cuts values whatever the new type: cut strings, rounded numbers.
+TRUNCATING_CALL = re.compile(r"\b(left|substr|substring|trunc|round)\s*\(", re.IGNORECASE)
+USING_CAST = re.compile(r"::\s*([a-z][\w ]*?(?:\(\s*\d+(?:\s*,\s*\d+)?\s*\))?)\s*$", re.I)
+INT_RANK = {"smallint": 1, "int2": 1, "integer": 2, "int": 2, "int4": 2, "bigint": 3, "int8": 3}
+STRING_NAMES = {"varchar", "character varying", "char", "character", "bpchar", "text"}
+NUMERIC_NAMES = {"numeric", "decimal"}
+
+
+def parse_type(text: str) -> tuple[str, tuple[int, ...] | None]:
+    """('string' | 'numeric' | 'int' | the name, its sizes or None when unbounded)."""
+    text = " ".join(text.lower().replace('"', "").split())
+    text = re.split(r"\s+collate\s+", text)[0]
+    match = re.match(r"^([a-z][a-z0-9 ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?(\[\])?$", text)
+    if match is None:
+        return text, None
+    name, first, second, array = match.groups()
+    sizes = tuple(int(n) for n in (first, second) if n is not None) or None
+    if array:
+        return f"{name}[]", sizes
+    if name in STRING_NAMES:
+        if name in {"char", "character", "bpchar"} and sizes is None:
+            return "string", (1,)
+        return "string", None if name == "text" else sizes
+    if name in NUMERIC_NAMES:
+        return "numeric", (*sizes, 0)[:2] if sizes else None
+    if name in INT_RANK:
+        return "int", (INT_RANK[name],)
+    return name, sizes
+
+
+def narrows(old: str, new: str) -> bool:
+    """Whether values of type `old` may not fit `new` (a shorter string, less precision or
+    scale, a smaller integer, a fraction to an integer): Atlas calls these data-dependent."""
+    (old_kind, old_size), (new_kind, new_size) = parse_type(old), parse_type(new)
+    if old_kind == new_kind == "string":
+        return new_size is not None and (old_size is None or new_size[0] < old_size[0])
+    if old_kind == new_kind == "numeric":
+        if new_size is None:
+            return False
+        if old_size is None:
+            return True
+        (p, s), (old_p, old_s) = new_size, old_size
+        return s < old_s or p - s < old_p - old_s
+    if old_kind == new_kind == "int":
+        return bool(new_size and old_size and new_size[0] < old_size[0])
+    if new_kind == "int" and old_kind == "numeric":
+        return True
+    if new_kind == "numeric" and new_size is not None and old_kind == "int":
+        return new_size[0] - new_size[1] < (5, 10, 19)[old_size[0] - 1] if old_size else True
+    return False
+
+
+def narrowing_changes(sql: str, old_types: dict[str, str]) -> list[str]:
+    """'country.name varchar(200) -> VARCHAR(50)' for each column type change in `sql` that
+    may lose data: by its new type, or by a USING that cuts (left(), ::varchar(n), ...)."""
+    table = names_in(sql)["table"]
+    found = []
+    for match in TYPE_CHANGE.finditer(sql):
+        quoted, new, using = match.group(1), match.group(2).strip(), match.group(3)
+        column = quoted[1:-1] if quoted.startswith('"') else quoted.lower()
+        old = old_types.get(column)
+        why = None
+        if old is not None and narrows(old, new):
+            why = f"{old} -> {new}"
+        elif using and TRUNCATING_CALL.search(using):
+            why = f"USING {' '.join(using.split())} cuts values"
+        elif (
+            using
+            and (cast := USING_CAST.search(using))
+            and (narrows(old, cast.group(1)) if old else parse_type(cast.group(1))[1] is not None)
+        ):
+            why = f"USING {' '.join(using.split())} cuts values"
+        if why:
+            found.append(f"{table}.{column} {why}")
+    return found
+
+
+def old_types_from_call(path: str | Path | None, line: int | None) -> dict[str, str]:
+    """Offline, an op.alter_column's existing_type (literal String/Text only) is the old type."""
+    call = call_at(path, line, "alter_column")
+    if call is None or len(call.args) < 2 or not isinstance(call.args[1], ast.Constant):
+        return {}
+    existing = {k.arg: k.value for k in call.keywords}.get("existing_type")
+    found = _string_length(existing)
+    if found is None:
+        return {}
+    is_text, length = found
+    column = str(call.args[1].value)
+    return {column: "text" if is_text or length is None else f"character varying({length})"}
+
+
+def own_rules(
+    sql: str, old_types: dict[str, str], path: str | Path | None = None, line: int | None = None
+) -> list[tuple[str, str]]:
+    """(rule, message) for each of the guard's own rules `sql` breaks; each message ends
+    with the fix or the allowance."""
+    found = []
+    if DO_STATEMENT.match(sql):
+        found.append(
+            (
+                DO_BLOCK,
+                "a DO block runs procedural code that no gate lints: the DDL inside it and "
+                "the locks it takes go unchecked; write its statements as op calls or plain "
+                "op.execute() statements (read what decides whether they run with "
+                "op.get_bind() in Python), or say why it is safe: "
+                'squawk_allow = {"do-block": "<why>"}',
+            )
+        )
+    if DISABLES_TRIGGER.match(sql):
+        found.append(
+            (
+                DISABLE_TRIGGER,
+                "DISABLE TRIGGER turns the trigger off for every session, not only this "
+                "revision: writes meanwhile skip it (cache NOTIFYs, audit rows), and a failure "
+                "before ENABLE leaves it off; do the work with the trigger on, or say why it "
+                'is safe: squawk_allow = {"disable-trigger": "<why>"}',
+            )
+        )
+    changes = narrowing_changes(sql, old_types or old_types_from_call(path, line))
+    if changes:
+        found.append(
+            (
+                NARROWING,
+                f"{'; '.join(changes)}: a narrowing type change may lose data (values that "
+                "do not fit are cut by the cast, or fail the upgrade on rows only production "
+                "has); the runner measures the rows before running it and refuses when any "
+                "would not fit; widen instead, or move to a new column by expand/contract, or "
+                'say why no data is lost: squawk_allow = {"narrowing-type-change": "<why>"}',
+            )
+        )
+    return found

@@ -3,8 +3,9 @@ already committed, what happens when it fails.
 
 - Applied: its history row is written and no INVALID index or stray NOT VALID constraint
   is left (_history.py, _leftovers.py), in its own transaction: else not recorded.
-- Cancelled by lock_timeout: retried with backoff up to MIGRATION_LOCK_RETRIES times,
-  naming who blocked it; then one line.
+- Cancelled by lock_timeout: retried after a jittered, doubling delay, up to
+  MIGRATION_LOCK_RETRIES times or MIGRATION_LOCK_RETRY_TOTAL_SECONDS, naming who blocked
+  it; then one line. The lock timeout is short: every query on the table waits behind it.
 - Failed after an autocommit_block committed part of it: one line saying what stays
   applied; the database remembers it, so a rerun that trips on it says so too.
 """
@@ -21,13 +22,21 @@ from sqlalchemy import Connection, event
 
 from alembic_pg_guard import _history as history
 from alembic_pg_guard import _leftovers as leftovers
+from alembic_pg_guard import _model_imports as model_imports
+from alembic_pg_guard import _preflight as preflight
 from alembic_pg_guard._errors import GuardError
-from alembic_pg_guard._locks import BlockerSampler, concurrent_index_policy, is_lock_timeout
+from alembic_pg_guard._locks import (
+    BlockerSampler,
+    concurrent_index_policy,
+    is_lock_timeout,
+    retry_delay,
+)
 from alembic_pg_guard._settings import GuardSettings
 
 READ_ONLY = ("SELECT", "SHOW", "SET", "WITH")
 # Added to a revision's own exception: the runner then names the revision in one line.
 REVISION_NOTE = "in revision "
+MODELS_NOTE = "it imports the app's models"
 SHOWN_STATEMENTS = 3
 
 
@@ -42,6 +51,8 @@ class StepTracker:
     current: str | None = None
     pending: list[str] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)
+    # Called before the run's first upgrade step (a downgrade may undo an edited revision).
+    before_upgrading: Callable[[], None] | None = None
 
     def start(self, revision: str) -> None:
         self.current, self.pending, self.committed = revision, [], []
@@ -75,7 +86,11 @@ def _tracked(revision: str, fn: Callable) -> Callable:
     @wraps(fn)
     def run(*args, **kwargs):
         if ACTIVE:
-            ACTIVE[-1].start(revision)
+            tracker = ACTIVE[-1]
+            tracker.start(revision)
+            if fn.__name__ == "upgrade" and tracker.before_upgrading is not None:
+                check, tracker.before_upgrading = tracker.before_upgrading, None
+                check()
         return fn(*args, **kwargs)
 
     run.__tracked__ = True  # type: ignore[attr-defined]
@@ -92,7 +107,14 @@ def track_revisions(script: ScriptDirectory) -> None:
 
 
 @contextmanager
-def tracking(connection: Connection, tracker: StepTracker) -> Iterator[None]:
+def tracking(
+    connection: Connection, tracker: StepTracker, name: Callable[[str], str] = str
+) -> Iterator[None]:
+    # Rows a revision's statement would cut or violate: refused before it runs.
+    measure_first = preflight.listener(
+        lambda: (name(tracker.current), bool(tracker.committed)) if tracker.current else None
+    )
+    event.listen(connection, "before_cursor_execute", measure_first)
     event.listen(connection, "after_cursor_execute", tracker.executed)
     event.listen(connection, "commit", tracker.on_commit)
     ACTIVE.append(tracker)
@@ -100,6 +122,7 @@ def tracking(connection: Connection, tracker: StepTracker) -> Iterator[None]:
         yield
     finally:
         ACTIVE.remove(tracker)
+        event.remove(connection, "before_cursor_execute", measure_first)
         event.remove(connection, "after_cursor_execute", tracker.executed)
         event.remove(connection, "commit", tracker.on_commit)
 
@@ -122,9 +145,11 @@ def revision_failure(exc: BaseException) -> str | None:
         for line in (getattr(orig, "pgerror", None) or "").splitlines()
         if line.startswith("HINT:")
     ]
+    models = [n for n in getattr(exc, "__notes__", []) if n.startswith(MODELS_NOTE)]
     return (
         f"revision {where[0].removeprefix(REVISION_NOTE)} failed, and nothing of it is "
-        f"recorded as applied: {type(orig).__name__}: {'; '.join([first_line(exc), *hints])}"
+        f"recorded as applied: {type(orig).__name__}: "
+        + "; ".join([first_line(exc), *hints, *models])
     )
 
 
@@ -140,6 +165,7 @@ class Run:
 
     def __post_init__(self) -> None:
         self.code = history.CodeHistory.of(self.script)
+        self.tracker.before_upgrading = lambda: history.refuse_edited(self.connection, self.code)
 
     def on_version_apply(self, ctx, step, heads, run_args) -> None:
         """Alembic's hook, inside the revision's transaction: record it, or refuse it."""
@@ -168,11 +194,11 @@ class Run:
         # A few samples per lock_timeout: the last one before the cancel is the blocker.
         lock_ms = s.lock_timeout_ms
         interval = min(max(lock_ms / 4000, 0.02), 0.5) if lock_ms else 0.5
-        attempts: dict[str | None, int] = {}
+        attempts: dict[str | None, tuple[int, float]] = {}  # (failures, time of the first)
         with (
             BlockerSampler(self.connection.engine.url, pid, interval) as sampler,
             concurrent_index_policy(self.connection, s) as policy,
-            tracking(self.connection, self.tracker),
+            tracking(self.connection, self.tracker, self.code.name),
         ):
             while True:
                 sampler.reset()
@@ -186,6 +212,9 @@ class Run:
                     delay = self._failed(revision, exc, concurrent, sampler, attempts)
                     if delay is None:
                         exc.add_note(f"{REVISION_NOTE}{self.code.name(revision)}")
+                        path = self.script.get_revision(revision).path
+                        if hint := model_imports.failure_hint(path):
+                            exc.add_note(hint)
                         raise
                     time.sleep(delay)
 
@@ -195,7 +224,7 @@ class Run:
         exc: Exception,
         concurrent: str | None,
         sampler: BlockerSampler,
-        attempts: dict[str | None, int],
+        attempts: dict[str | None, tuple[int, float]],
     ) -> float | None:
         """Raise one line, or return the delay before a retry (None: the error as it is)."""
         s, name = self.settings, self.code.name(revision)
@@ -212,19 +241,26 @@ class Run:
                 f"the revision does){half}"
             ) from None
         if is_lock_timeout(exc):
-            attempts[revision] = tried = attempts.get(revision, 0) + 1
-            if self.external or tried > s.lock_retries:
+            tried, first = attempts.get(revision, (0, time.monotonic()))
+            attempts[revision] = (tried := tried + 1, first)
+            delay = retry_delay(s.lock_retry_delay_seconds, tried)
+            spent = time.monotonic() - first
+            if (
+                self.external
+                or tried > s.lock_retries
+                or spent + delay > s.lock_retry_total_seconds
+            ):
                 statement = " ".join(str(getattr(exc, "statement", "")).split())[:80]
                 raise RevisionFailure(
-                    f"revision {name} could not get its locks in {tried} attempt(s), each "
-                    f"cancelled after MIGRATION_LOCK_TIMEOUT_MS={s.lock_timeout_ms} "
-                    f"({first_line(exc)}: {statement}); {sampler.describe()}: end that session "
-                    f"or migrate when it is idle, or raise MIGRATION_LOCK_RETRIES{half}"
+                    f"revision {name} could not get its locks in {tried} attempt(s) over "
+                    f"{spent:.1f}s, each cancelled after MIGRATION_LOCK_TIMEOUT_MS="
+                    f"{s.lock_timeout_ms} ({first_line(exc)}: {statement}); "
+                    f"{sampler.describe()}: end that session or migrate when it is idle, or "
+                    f"raise MIGRATION_LOCK_RETRIES / MIGRATION_LOCK_RETRY_TOTAL_SECONDS{half}"
                 ) from None
-            delay = s.lock_retry_delay_seconds * 2 ** (tried - 1)
             print(
                 f"lock timeout in revision {name} (attempt {tried} of "
-                f"{s.lock_retries + 1}): {sampler.describe()}; retrying in {delay:g}s",
+                f"{s.lock_retries + 1}): {sampler.describe()}; retrying in {delay:.2f}s",
                 file=sys.stderr,
                 flush=True,
             )

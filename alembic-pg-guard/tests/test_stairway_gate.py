@@ -83,5 +83,7 @@ def test_a_good_history_with_a_merge_passes_the_stairway(project: Project):
 
     proc = project.guard("check", "stairway")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout == "stairway: ok (4 revisions up, down, up)\n"
+    assert proc.stdout == (
+        "stairway: ok (4 revisions up, down, up; 1 merge(s) with each branch applied first)\n"
+    )
     assert proc.stderr == ""

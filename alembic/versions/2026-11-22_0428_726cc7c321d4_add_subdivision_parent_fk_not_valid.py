@@ -10,10 +10,14 @@ as a self-referencing foreign key added NOT VALID.
 A plain ADD FOREIGN KEY scans the whole table while blocking writes. NOT VALID only
 checks new rows, so it is instant; the next revision validates the existing rows
 under a lock that does not block writes. The nullable column itself is instant too;
-the backfill sets parents from pycountry in batches.
+the backfill sets parents from the ISO data shipped in data/ (pycountry 26.2.16's,
+checked by its sha256) in batches.
 """
 
+import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
@@ -31,6 +35,22 @@ squawk_allow = {
 
 BATCH = 500
 FK_NAME = "subdivision_parent_id_fkey"
+# The ISO data as this revision was written (pycountry 26.2.16), shipped beside it and
+# checked by its digest: a library read at run time gives whatever version is installed.
+DATA = Path(__file__).parent / "data" / "iso3166_pycountry_26.2.16.json"
+DATA_SHA256 = "44bb5f47dee0e4082e651b5d059c934c8ec3041dcc3757a6805f3878b346419e"
+
+
+def iso_data() -> dict[str, list[list[str | None]]]:
+    raw = DATA.read_bytes() if DATA.is_file() else b""
+    if hashlib.sha256(raw).hexdigest() != DATA_SHA256:
+        raise RuntimeError(
+            f"{DATA.name} is missing or not the data revision {revision} was written with "
+            f"(sha256 {DATA_SHA256[:12]}...): restore it from git (new data goes in a new "
+            "revision with its own file)"
+        )
+    return json.loads(raw)
+
 
 subdivision = sa.table(
     "subdivision",
@@ -41,14 +61,12 @@ subdivision = sa.table(
 
 
 def upgrade() -> None:
-    import pycountry
-
     op.add_column("subdivision", sa.Column("parent_id", sa.Integer(), nullable=True))
     op.execute(
         f"ALTER TABLE subdivision ADD CONSTRAINT {FK_NAME} FOREIGN KEY (parent_id) "
         "REFERENCES subdivision (id) ON DELETE SET NULL NOT VALID"
     )
-    pairs = sorted((s.code, s.parent_code) for s in pycountry.subdivisions if s.parent_code)
+    pairs = [(row[0], row[4]) for row in iso_data()["subdivisions"] if row[4]]
     parent = subdivision.alias("parent")
     for start in range(0, len(pairs), BATCH):
         iso = sa.values(

@@ -4,7 +4,9 @@ Revision ID: 8ef7e5e3c367
 Revises: 486626707430
 Create Date: 2026-11-22 04:28:10.896397+00:00
 
-Data: ISO 3166-1 countries and ISO 3166-2 subdivisions from the pinned pycountry.
+Data: ISO 3166-1 countries and ISO 3166-2 subdivisions as pycountry 26.2.16 had them,
+shipped in data/ and checked by its sha256: every database at this revision gets the same
+rows, and the downgrade tells them apart, whatever pycountry is installed.
 
 Idempotent: ON CONFLICT DO NOTHING, so countries that already exist (by alpha2 or
 alpha3, e.g. created through the API) are left exactly as they are, and running it
@@ -18,8 +20,11 @@ do the countries they belong to (no ON DELETE CASCADE reaches them); upgrading a
 adds the removed rows back and leaves the kept ones alone.
 """
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import context, op
@@ -32,6 +37,22 @@ depends_on: str | Sequence[str] | None = None
 
 
 BATCH = 500
+# The ISO data as this revision was written (pycountry 26.2.16), shipped beside it and
+# checked by its digest: a library read at run time gives whatever version is installed.
+DATA = Path(__file__).parent / "data" / "iso3166_pycountry_26.2.16.json"
+DATA_SHA256 = "44bb5f47dee0e4082e651b5d059c934c8ec3041dcc3757a6805f3878b346419e"
+
+
+def iso_data() -> dict[str, list[list[str | None]]]:
+    raw = DATA.read_bytes() if DATA.is_file() else b""
+    if hashlib.sha256(raw).hexdigest() != DATA_SHA256:
+        raise RuntimeError(
+            f"{DATA.name} is missing or not the data revision {revision} was written with "
+            f"(sha256 {DATA_SHA256[:12]}...): restore it from git (new data goes in a new "
+            "revision with its own file)"
+        )
+    return json.loads(raw)
+
 
 country = sa.table(
     "country",
@@ -54,18 +75,13 @@ SUBDIVISION_COLUMNS = ("code", "country_alpha2", "name", "type")
 
 
 def iso_countries() -> list[tuple]:
-    import pycountry
-
-    return sorted(
-        (c.alpha_2, c.alpha_3, c.numeric, c.name, getattr(c, "official_name", None))
-        for c in pycountry.countries
-    )
+    """(alpha2, alpha3, numeric, name, official_name), by alpha2."""
+    return [tuple(row) for row in iso_data()["countries"]]
 
 
 def iso_subdivisions() -> list[tuple]:
-    import pycountry
-
-    return sorted((s.code, s.country_code, s.name, s.type) for s in pycountry.subdivisions)
+    """(code, country alpha2, name, type), by code."""
+    return [tuple(row[:4]) for row in iso_data()["subdivisions"]]
 
 
 def batches(rows: list[tuple]):

@@ -11,14 +11,17 @@ backfill added by hand):
 2. ADD COLUMN ... NOT NULL DEFAULT 'client': a constant default is metadata-only since
    PostgreSQL 11 (no table rewrite, a brief lock), and old code that inserts without
    the column gets the right value, since only clients insert rows.
-3. Backfill: rows with an ISO 3166-1 alpha-2 code (the pinned pycountry's, which the data
-   revision loaded) become 'iso'. A few hundred rows found by the unique alpha2 index, in
-   one UPDATE that renders offline too.
+3. Backfill: rows with an ISO 3166-1 alpha-2 code (those the ISO data revision loaded, from
+   the file shipped in data/, checked by its sha256) become 'iso'. A few hundred rows found
+   by the unique alpha2 index, in one UPDATE that renders offline too.
 
 The downgrade drops the column, then the type (which nothing else uses).
 """
 
+import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
@@ -31,12 +34,25 @@ depends_on: str | Sequence[str] | None = None
 
 SOURCE = postgresql.ENUM("iso", "client", name="country_source", create_type=False)
 country = sa.table("country", sa.column("alpha2", sa.String), sa.column("source", SOURCE))
+# The ISO data as this revision was written (pycountry 26.2.16), shipped beside it and
+# checked by its digest: a library read at run time gives whatever version is installed.
+DATA = Path(__file__).parent / "data" / "iso3166_pycountry_26.2.16.json"
+DATA_SHA256 = "44bb5f47dee0e4082e651b5d059c934c8ec3041dcc3757a6805f3878b346419e"
+
+
+def iso_data() -> dict[str, list[list[str | None]]]:
+    raw = DATA.read_bytes() if DATA.is_file() else b""
+    if hashlib.sha256(raw).hexdigest() != DATA_SHA256:
+        raise RuntimeError(
+            f"{DATA.name} is missing or not the data revision {revision} was written with "
+            f"(sha256 {DATA_SHA256[:12]}...): restore it from git (new data goes in a new "
+            "revision with its own file)"
+        )
+    return json.loads(raw)
 
 
 def iso_alpha2() -> list[str]:
-    import pycountry
-
-    return sorted(c.alpha_2 for c in pycountry.countries)
+    return [row[0] for row in iso_data()["countries"]]
 
 
 def upgrade() -> None:

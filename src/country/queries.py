@@ -10,6 +10,9 @@ from src.kit.pagination import name_match, page_of, paged
 from src.models import Country
 
 UNIQUE_VIOLATION = "23505"
+# The unique constraints a client's values can take, by name (src/models.py's convention).
+UNIQUE_FIELDS = {"country_alpha2_key": "alpha2", "country_alpha3_key": "alpha3"}
+PRIMARY_KEY = "country_pkey"
 COUNTRY_COLUMNS = (
     Country.alpha2,
     Country.alpha3,
@@ -72,13 +75,23 @@ class DuplicateCountry(Exception):
         self.field = field
 
 
+class IdSequenceBehind(Exception):
+    """A new row's generated id is taken: the server's fault, not the request's (a 500). The
+    API's role may not setval() (USAGE only), so an operator resets the sequence."""
+
+
 def _duplicate(exc: IntegrityError) -> DuplicateCountry:
     """DuplicateCountry for a unique violation; any other integrity error is re-raised."""
     if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
         raise exc
     constraint = getattr(exc.orig.__cause__, "constraint_name", "") or ""
-    field = next((f for f in ("alpha2", "alpha3") if constraint == f"country_{f}_key"), None)
-    return DuplicateCountry(field)
+    if constraint == PRIMARY_KEY:
+        raise IdSequenceBehind(
+            f"{PRIMARY_KEY} violated by a new country: the id sequence is behind ids inserted "
+            "explicitly (by hand or a data load, not the API); reset it: SELECT setval("
+            "pg_get_serial_sequence('country', 'id'), max(id)) FROM country"
+        ) from None
+    return DuplicateCountry(UNIQUE_FIELDS.get(constraint))
 
 
 def insert_country(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:

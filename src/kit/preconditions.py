@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request, status
 
-from src.kit.responses import serialize
+from src.kit.responses import matches, serialize
 
 
 @dataclass(frozen=True)
@@ -32,16 +32,13 @@ class Preconditions:
         self._judge(None)
 
     def _judge(self, etag: str | None) -> None:
-        if self.if_match is not None and not _listed(self.if_match, etag, weak=False):
+        if self.if_match is not None and not _strongly_named(self.if_match, etag):
             raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-Match does not match")
-        if self.if_none_match is not None and _listed(self.if_none_match, etag, weak=True):
+        if matches(self.if_none_match, etag):  # weak comparison, as for a GET
             raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-None-Match matches")
 
 
-def _listed(header: str, etag: str | None, *, weak: bool) -> bool:
-    """Whether the header names `etag` ("*" names any; None: one never compared). If-Match
-    compares strongly (a W/ tag never matches), If-None-Match weakly."""
-    if header.strip() == "*":
-        return True
-    tags = [tag.strip() for tag in header.split(",")]
-    return etag is not None and etag in ([t.removeprefix("W/") for t in tags] if weak else tags)
+def _strongly_named(if_match: str, etag: str | None) -> bool:
+    """If-Match compares strongly: a W/ tag never matches ("*" names any; None: an ETag
+    never compared)."""
+    return if_match.strip() == "*" or etag in [tag.strip() for tag in if_match.split(",")]

@@ -348,14 +348,15 @@ def test_squawk_gate_passes_a_varchar_widening_but_not_a_narrowing(project: Path
         ),
     )
     proc = gates(project, "squawk")
-    lines = gate_failure(proc)  # the downgrade narrows it back: a real rewrite
+    lines = gate_failure(proc)  # the downgrade narrows it back: a rewrite that may cut data
     assert (
-        "squawk: cccc00000003 test-only revision cccc00000003: 2 problem(s); "
+        "squawk: cccc00000003 test-only revision cccc00000003: 3 problem(s); "
         "varchar widening x1 (no rewrite)"
     ) in proc.stdout
     assert findings(lines) == {
         ("cccc00000003", "downgrade", "changing-column-type"),
         ("cccc00000003", "downgrade", "prefer-text-field"),
+        ("cccc00000003", "downgrade", "narrowing-type-change"),
     }
 
     versions = project / "alembic" / "versions"
@@ -582,8 +583,8 @@ def test_gates_run_in_ci_hooks_and_pipfile_scripts():
 
     config = yaml.safe_load((PROJECT_ROOT / ".pre-commit-config.yaml").read_text())
     hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
-    for gate in ("heads", "squawk", "drift"):
-        hook = hooks[f"migration-{gate}"]
+    for name, gate in (("heads", "heads"), ("gates", "all")):
+        hook = hooks[f"migration-{name}"]
         assert hook["entry"] == f".venv/bin/python -m alembic_pg_guard check {gate}"
         assert hook["pass_filenames"] is False
         files = re.compile(hook["files"])

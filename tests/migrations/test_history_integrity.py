@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
 from alembic_pg_guard import HISTORY_TABLE, GuardError, run_gates
 from asgi_lifespan import LifespanManager
 from sqlalchemy import Engine, create_engine, inspect, make_url, text
@@ -17,6 +18,7 @@ from sqlalchemy.pool import NullPool
 from devtools.embedded_pg import free_port
 from src.config import Settings
 from src.main import create_app
+from src.migrations import alembic_config
 from tests.helpers import (
     APP_ROLE,
     APP_ROLE_PASSWORD,
@@ -204,3 +206,76 @@ def test_revision_applied_by_offline_sql_on_top_is_recorded_not_refused(
             )
         assert note == "backfilled"
         assert upgrade(fresh, cfg=scratch).startswith("database already at head")
+
+
+async def test_stamped_head_is_refused_by_migrate_ready_and_the_gate_until_applied(
+    settings: Settings, sync_engine: Engine
+):
+    """`alembic stamp head` instead of an upgrade (issue 22, #2): was "already at head",
+    history ok and /ready 200 with the head's changes missing. Now each names the stamped
+    revision in one line; stamping back and migrating applies it."""
+    script = script_directory()
+    (head,) = script.get_heads()
+    below = script.get_revision(head).down_revision
+    assert isinstance(below, str)
+    with fresh_engine(sync_engine) as (url, engine):
+        fresh = settings.for_database(url)
+        upgrade(fresh, below)
+        command.stamp(alembic_config(fresh), "head")
+        assert current_version(engine) == {head}
+
+        with pytest.raises(GuardError) as refused:
+            upgrade(fresh)
+        line = str(refused.value)
+        assert line.startswith(f"revision {head} (") and "was stamped, not applied" in line, line
+        assert f"`alembic stamp {below}`, then migrate again" in line, line
+        assert run_gates("history", alembic_config(fresh)) == [f"history: {line}"]
+        async with LifespanManager(create_app(fresh)) as manager:
+            async with asgi_client(manager.app) as client:
+                ready = await client.get("/ready")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["detail"] == line
+
+        command.stamp(alembic_config(fresh), below)
+        assert upgrade(fresh).startswith(f"database upgraded from {below} to {head}")
+        async with LifespanManager(create_app(fresh)) as manager:
+            async with asgi_client(manager.app) as client:
+                assert (await client.get("/ready")).status_code == 200
+
+
+def test_edited_applied_revision_is_refused_and_reformatting_is_not(
+    settings: Settings, sync_engine: Engine, scratch_alembic: Path
+):
+    """Every revision reformatted (ruff format, another line length) is no change; an index
+    added to an applied revision is (issue 22, #3): migrate and the gate refuse it."""
+    versions = scratch_alembic / "versions"
+    ruff = Path(sys.executable).with_name("ruff")
+    with fresh_engine(sync_engine) as (url, engine):
+        fresh = settings.for_database(url)
+        scratch = scratch_config(fresh, scratch_alembic)
+        upgrade(fresh)
+        reformat = [str(ruff), "format", "--line-length", "60", "--quiet", str(versions)]
+        subprocess.run(reformat, check=True)
+        assert upgrade(fresh, cfg=scratch).startswith("database already at head")
+
+        (path,) = versions.glob("*_5e0c05eee4c6_*.py")
+        source = path.read_text()
+        path.write_text(
+            source.replace(
+                "def downgrade",
+                'op.create_index("subdivision_code_extra", "subdivision", ["code"])\n\n\n'
+                "def downgrade",
+                1,
+            ).replace("\nop.create_index", "\n    op.create_index", 1)
+        )
+        with pytest.raises(GuardError) as refused:
+            upgrade(fresh, cfg=scratch)
+        line = str(refused.value)
+        assert line.startswith(
+            "revision 5e0c05eee4c6 (validate subdivision parent fk) was changed after it was "
+            "applied to this database"
+        ), line
+        assert run_gates("history", scratch) == [f"history: {line}"]
+        assert "subdivision_code_extra" not in {
+            i["name"] for i in inspect(engine).get_indexes("subdivision")
+        }

@@ -130,3 +130,13 @@ def test_migration_timeouts_cancel_a_blocked_or_slow_revision(
             reader.rollback()
         assert current_version(engine) == {head}
         assert not schema_diff(before, schema_snapshot(engine))
+
+
+def test_default_lock_attempts_are_short():
+    """Every query on a table queues behind a migration's waiting ALTER for the whole lock
+    timeout: by default an attempt gives up well under a second, and is retried (jittered,
+    bounded by a total time) instead of waiting longer (issue 22, #12)."""
+    defaults = guard_settings(Settings(_env_file=None))
+    assert defaults.lock_timeout_ms <= 500
+    assert GuardSettings().lock_timeout_ms <= 500
+    assert defaults.lock_retries >= 20 and defaults.lock_retry_total_seconds >= 60

@@ -117,3 +117,40 @@ def test_retries_exhausted_fail_in_one_line(
         assert f"blocked by pid {blocker_pid}" in line and BLOCKER_QUERY in line, line
         assert "MIGRATION_LOCK_RETRIES" in line and "MIGRATION_LOCK_TIMEOUT_MS=200" in line
         assert current_version(engine) == {head}
+
+
+def test_retries_are_jittered_and_bounded_by_total_time(
+    settings: Settings, sync_engine: Engine, tmp_path: Path
+):
+    """Many short attempts, each retry after a random share of a doubling delay (never in
+    step with another migrator), until MIGRATION_LOCK_RETRY_TOTAL_SECONDS is spent even
+    though MIGRATION_LOCK_RETRIES allows far more: then one line naming both settings."""
+    project, head = blocked_project(tmp_path)
+    with fresh_engine(sync_engine) as (url, engine):
+        upgrade(settings.for_database(url))
+        with engine.connect() as blocker:
+            hold_lock(blocker)
+            proc = migrator(
+                project,
+                url,
+                MIGRATION_LOCK_RETRIES="1000",
+                MIGRATION_LOCK_RETRY_DELAY_SECONDS="0.05",
+                MIGRATION_LOCK_RETRY_TOTAL_SECONDS="2",
+            )
+            out, err = proc.communicate(timeout=60)
+            blocker.rollback()
+        delays = [
+            float(line.rsplit("retrying in ", 1)[1].rstrip("s"))
+            for line in err.splitlines()
+            if "retrying in" in line
+        ]
+        (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 1, out + err
+        assert 2 <= len(delays) < 1000, err
+        for n, delay in enumerate(delays, 1):  # half of each doubling step is random
+            step = min(max(0.05, 10), 0.05 * 2 ** (n - 1))
+            assert step / 2 - 0.01 <= delay <= step + 0.01, (n, delays)
+        assert len({round(d / (0.05 * 2**n), 2) for n, d in enumerate(delays)}) > 1, delays
+        assert f"{len(delays) + 1} attempt(s)" in line, line
+        assert "MIGRATION_LOCK_RETRY_TOTAL_SECONDS" in line, line
+        assert current_version(engine) == {head}

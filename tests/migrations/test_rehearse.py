@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from src.config import PROJECT_ROOT
+from src.config import PROJECT_ROOT, Settings
 from tests.helpers import (
     child_env,
     copy_project,
@@ -53,6 +53,40 @@ UNSAFE = {
         '    op.execute("UPDATE subdivision SET note = name")\n',
         "row locks on every row it wrote",
     ),
+    # No counters or locks survive an autocommit_block: known from the SQL alone.
+    "a5_plain_index_in_autocommit": (
+        "def upgrade():\n"
+        "    with op.get_context().autocommit_block():\n"
+        '        op.create_index("subdivision_code_name_idx", "subdivision", ["code", "name"])\n',
+        "ShareLock on subdivision",
+    ),
+    # Batches in one transaction: every row stays locked until COMMIT (here held by the
+    # rest of the revision past the test's 10 s stall budget).
+    "a6_batched_in_one_transaction": (
+        "def upgrade():\n"
+        "    for start in range(0, 50_000, 5_000):\n"
+        '        op.execute(f"UPDATE subdivision SET note = code WHERE id > {start} "\n'
+        '                   f"AND id <= {start + 5_000}")\n'
+        '    op.execute("SELECT pg_sleep(10.5)")\n',
+        "until the revision's COMMIT",
+    ),
+    # Its own long lock timeout: the app's queries queue behind its wait for the reader.
+    "a7_long_lock_attempt": (
+        "def upgrade():\n"
+        "    op.execute(\"SET LOCAL lock_timeout = '6s'\")\n"
+        '    op.add_column("subdivision", sa.Column("late", sa.Text()))\n',
+        "behind the migration's",
+    ),
+}
+# The lock settings' code defaults, whatever a local .env says.
+LOCK_DEFAULTS = {
+    name.upper(): str(Settings.model_fields[name].default)
+    for name in (
+        "migration_lock_timeout_ms",
+        "migration_lock_retries",
+        "migration_lock_retry_delay_seconds",
+        "migration_lock_retry_total_seconds",
+    )
 }
 
 
@@ -60,7 +94,7 @@ def rehearse(cwd: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "alembic_pg_guard", "rehearse", *FLAGS, "--out", str(out), *args],
         cwd=cwd,
-        env=child_env(),
+        env=child_env(**LOCK_DEFAULTS),
         capture_output=True,
         text=True,
         timeout=540,
@@ -78,6 +112,10 @@ def test_whole_history_passes_from_the_baseline(tmp_path: Path) -> None:
     revisions = {r["revision"].split()[0]: r for r in report["revisions"]}
     assert list(revisions) == ordered[1:]
     assert all(r["verdict"] == "pass" for r in revisions.values()), report["revisions"]
+    # Each revision ran with a long reader open; nobody waited a second behind its locks.
+    assert all(r["long_reader_s"] >= 2 for r in revisions.values()), report["revisions"]
+    assert all(r["max_lock_wait_ms"] <= 1000 for r in revisions.values()), report["revisions"]
+    assert all(r["wal_bytes"] > 0 for r in revisions.values()), report["revisions"]
     # Head's app reads country.source (added by aab8f9bb2bdb): after it the whole mix is
     # served; before, only the kinds that need no newer column (docs/rehearse.md).
     served = ordered[ordered.index("aab8f9bb2bdb") + 1 :]
@@ -109,6 +147,11 @@ def test_unsafe_revisions_fail_each_named(tmp_path: Path) -> None:
         assert verdict["verdict"] == "over budget", verdict
         assert any(what in reason for reason in verdict["reasons"]), verdict["reasons"]
     assert report["a2_type_rewrite"]["rewrote"] == ["subdivision"]
+    batched = report["a6_batched_in_one_transaction"]
+    assert batched["row_locks"]["rows_held_past_budget"] >= 45_000, batched["row_locks"]
+    assert batched["dead_tuples"] >= 45_000 and batched["wal_bytes"] > 1_000_000, batched
+    assert report["a7_long_lock_attempt"]["max_lock_wait_ms"] > 1000
+    assert "fix" in report["a5_plain_index_in_autocommit"]["whole_table_work"][0]
     assert all(report[r]["rewrote"] == [] for r in UNSAFE if r != "a2_type_rewrite")
 
 

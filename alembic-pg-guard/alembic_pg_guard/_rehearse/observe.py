@@ -2,9 +2,11 @@
 
 `StatementTracer` hooks SQLAlchemy's cursor events inside this process (where the
 project's runner applies the revision): each statement's time, the locks its transaction
-holds afterwards, and the rows it read and wrote (pg_stat_xact_user_tables, diffed on the
-same connection). `LockSampler` polls pg_stat_activity/pg_locks from another connection:
-client backends waiting on a lock, and who holds it.
+holds afterwards, the rows it read and wrote (pg_stat_xact_user_tables, diffed on the
+same connection), and when its transaction ended (the row locks it took end there).
+`LockSampler` polls pg_stat_activity/pg_locks from another connection: client backends
+waiting on a lock, and who holds it. `LongReader` is the report that a migration's ALTER
+has to wait out.
 """
 
 from __future__ import annotations
@@ -51,8 +53,13 @@ class Statement:
     sql: str
     autocommit: bool
     rows_read: dict[str, int] = field(default_factory=dict)
-    rows_written: dict[str, int] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)  # updated or deleted: row-locked
     locks: dict[str, list[str]] = field(default_factory=dict)
+    released: float | None = None  # its transaction's COMMIT or ROLLBACK
+
+    @property
+    def locked_rows(self) -> int:
+        return sum(self.rows_written.values())
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,13 +77,26 @@ class StatementTracer:
     def __init__(self) -> None:
         self.statements: list[Statement] = []
         self._pending: dict[int, tuple[float, dict[str, tuple[int, int]]]] = {}
+        self._open: dict[int, list[Statement]] = {}  # by DBAPI connection: not yet ended
         self.active = False
         event.listen(Engine, "before_cursor_execute", self._before)
         event.listen(Engine, "after_cursor_execute", self._after)
+        event.listen(Engine, "commit", self._ended)
+        event.listen(Engine, "rollback", self._ended)
 
     def close(self) -> None:
         event.remove(Engine, "before_cursor_execute", self._before)
         event.remove(Engine, "after_cursor_execute", self._after)
+        event.remove(Engine, "commit", self._ended)
+        event.remove(Engine, "rollback", self._ended)
+
+    def _ended(self, conn) -> None:
+        """Before a COMMIT or ROLLBACK, which releases the transaction's row locks."""
+        if conn.closed:
+            return
+        now, raw = time.monotonic(), conn.connection.dbapi_connection
+        for st in self._open.pop(id(raw), []):
+            st.released = now
 
     @staticmethod
     def _stats(dbapi_connection: Any) -> dict[str, tuple[int, int]]:
@@ -97,7 +117,10 @@ class StatementTracer:
         end = time.monotonic()
         raw = cursor.connection
         record = Statement(start, end, " ".join(statement.split())[:300], raw.autocommit)
-        if not raw.autocommit:  # autocommit: the locks are gone, the counters may be flushed
+        if raw.autocommit:  # committed: the locks are gone, the counters may be flushed
+            record.released = end
+        else:
+            self._open.setdefault(id(raw), []).append(record)
             for name, (read, written) in self._stats(raw).items():
                 was_read, was_written = before.get(name, (0, 0))
                 if read - was_read:
@@ -178,3 +201,77 @@ def relfilenodes(dsn: str) -> dict[str, int]:
 def table_rows(dsn: str) -> dict[str, int]:
     """Each public table's row count (the planner's estimate: seeded tables are analyzed)."""
     return _per_table(dsn, "greatest(c.reltuples, 0)::bigint")
+
+
+def dead_tuples(dsn: str) -> dict[str, int]:
+    """Each public table's dead row versions (pg_stat_user_tables.n_dead_tup)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname, n_dead_tup FROM pg_stat_user_tables WHERE schemaname = 'public'"
+            )
+            return dict(cursor.fetchall())
+    finally:
+        conn.close()
+
+
+def wal_position(dsn: str, since: str | None = None) -> tuple[str, int]:
+    """The current WAL position, and the bytes of WAL written since `since`."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_current_wal_lsn()::text, "
+                "coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn), 0)::bigint",
+                (since,),
+            )
+            lsn, written = cursor.fetchone()
+            return lsn, written
+    finally:
+        conn.close()
+
+
+class LongReader(threading.Thread):
+    """A transaction holding ACCESS SHARE on `tables` (a report, pg_dump) for `seconds`, or
+    until stopped: a migration's ALTER waits behind it, and the app's queries behind that."""
+
+    def __init__(self, dsn: str, tables: list[str], seconds: float) -> None:
+        super().__init__(daemon=True, name="long-reader")
+        self.dsn, self.tables, self.seconds = dsn, tables, seconds
+        self.holding = threading.Event()
+        self.error: str | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            conn = psycopg2.connect(self.dsn, application_name="rehearsal long reader")
+        except psycopg2.Error as exc:
+            self.error = str(exc).strip()
+            self.holding.set()
+            return
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SET lock_timeout = 5000")
+                names = ", ".join(f'"{t}"' for t in self.tables)
+                cursor.execute(f"LOCK TABLE {names} IN ACCESS SHARE MODE")
+            self.holding.set()
+            self._stop_event.wait(self.seconds)
+            conn.rollback()
+        except psycopg2.Error as exc:
+            self.error = str(exc).strip()
+        finally:
+            self.holding.set()
+            conn.close()
+
+    def __enter__(self) -> LongReader:
+        if self.tables and self.seconds > 0:
+            self.start()
+            self.holding.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """The revision is done: end the read now, if it still runs."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=10)

@@ -13,6 +13,7 @@ revision is applied with the runner and judged against a budget (report.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 import signal
@@ -38,9 +39,12 @@ from alembic_pg_guard._history import db_heads
 from alembic_pg_guard._rehearse import report, seed
 from alembic_pg_guard._rehearse.observe import (
     LockSampler,
+    LongReader,
     StatementTracer,
+    dead_tuples,
     relfilenodes,
     table_rows,
+    wal_position,
 )
 from alembic_pg_guard._rehearse.target import RehearsalTarget
 from alembic_pg_guard._scratch import fresh_database, scratch_server
@@ -62,6 +66,7 @@ class Args:
     gap: float
     budget: report.Budget
     out: Path
+    long_reader: float | None  # None: from the lock timeout
 
 
 def parse(argv: list[str] | None) -> Args:
@@ -85,12 +90,47 @@ def parse(argv: list[str] | None) -> Args:
         action="store_true",
         help="do not fail whole-table work under a blocking lock (stall and errors still count)",
     )
+    p.add_argument(
+        "--min-table-rows",
+        type=int,
+        default=10_000,
+        help="whole-table work and rewrites count on tables of this many rows (default 10000)",
+    )
+    p.add_argument(
+        "--max-locked-rows",
+        type=int,
+        default=10_000,
+        help="budget: rows a transaction keeps row-locked past --max-stall (default 10000)",
+    )
+    p.add_argument(
+        "--max-lock-wait",
+        type=float,
+        default=1.0,
+        help="budget: seconds a request may wait behind the migration's lock attempt",
+    )
+    p.add_argument(
+        "--long-reader",
+        type=float,
+        metavar="SECONDS",
+        help="a reader holds ACCESS SHARE on every table this long as each revision starts "
+        "(default: 3 lock timeouts, at least 2 s; 0: none)",
+    )
     p.add_argument("--out", type=Path, default=Path("rehearsal"), help="report folder")
     a = p.parse_args(argv)
     if a.rows < 1 or a.rate <= 0:
         p.error("--rows and --rate must be positive")
-    budget = report.Budget(a.max_stall, a.max_errors, a.allow_table_locks)
-    return Args(a.start, a.rows, a.rate, a.warmup, a.gap, budget, a.out)
+    budget = report.Budget(
+        a.max_stall, a.max_errors, a.allow_table_locks, a.min_table_rows, a.max_locked_rows,
+        a.max_lock_wait,
+    )  # fmt: skip
+    return Args(a.start, a.rows, a.rate, a.warmup, a.gap, budget, a.out, a.long_reader)
+
+
+def long_reader_seconds(args: Args, settings: GuardSettings) -> float:
+    """Longer than the lock timeout, so that a lock attempt has to wait it out."""
+    if args.long_reader is not None:
+        return max(args.long_reader, 0.0)
+    return max(2.0, 3 * settings.lock_timeout_ms / 1000)
 
 
 # --- revisions -------------------------------------------------------------------------
@@ -205,6 +245,11 @@ def start_load(
         )  # fmt: skip
 
 
+def new_dead(before: dict[str, int], dsn: str) -> int:
+    """Dead row versions added since `before` (a vacuum in between only lowers it)."""
+    return sum(max(0, n - before.get(t, 0)) for t, n in dead_tuples(dsn).items())
+
+
 def read_records(path: Path) -> list[list]:
     records = []
     for line in path.read_text().splitlines():
@@ -222,7 +267,7 @@ def rehearse(cfg: Config, args: Args, console: Console) -> dict:
     settings, target, root = settings_of(cfg), target_of(cfg), project_root(cfg)
     start, todo = pending(ScriptDirectory.from_config(cfg), args.start, settings)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in ("app.log", "loadgen.log"):
+    for name in ("app.log", "loadgen.log", "migrate.log"):
         (args.out / name).unlink(missing_ok=True)
     windows: list[report.Window] = []
     tracer = StatementTracer()
@@ -263,13 +308,24 @@ def rehearse(cfg: Config, args: Args, console: Console) -> dict:
             sampler.start()
             with console.status(f"load warm-up: {args.rate:g} requests/s for {args.warmup:g} s"):
                 time.sleep(args.warmup)
+            reader_seconds = long_reader_seconds(args, throwaway)
             for i, rev in enumerate(todo, 1):
                 label = f"{rev.revision} {rev.doc.splitlines()[0] if rev.doc else ''}".strip()
                 tables_before, files_before = seed.table_names_at(dsn), relfilenodes(dsn)
+                dead_before, (lsn, _) = dead_tuples(dsn), wal_position(dsn)
+                reader = LongReader(dsn, sorted(tables_before), reader_seconds)
                 window = report.Window("revision", label, time.monotonic(), 0.0)
                 window.rows = table_rows(dsn)
                 window.since = max((w.end for w in windows if w.kind == "revision"), default=0.0)
-                with console.status(f"applying {i}/{len(todo)}: {label}"):
+                window.long_reader = reader_seconds if tables_before else 0.0
+                # The runner's retry lines go to the log: stderr keeps the one-line verdict.
+                with (
+                    console.status(f"applying {i}/{len(todo)}: {label}"),
+                    (args.out / "migrate.log").open("a") as migrate_log,
+                    contextlib.redirect_stderr(migrate_log),
+                    reader,
+                ):
+                    window.start = time.monotonic()
                     tracer.active = True
                     try:
                         migrate.upgrade(run_cfg, rev.revision)
@@ -278,6 +334,9 @@ def rehearse(cfg: Config, args: Args, console: Console) -> dict:
                     finally:
                         tracer.active = False
                         window.end = time.monotonic()
+                if reader.error:
+                    raise RehearsalError(f"the long reader could not hold its lock: {reader.error}")
+                window.wal_bytes = wal_position(dsn, lsn)[1]
                 windows.append(window)
                 files_after = relfilenodes(dsn)
                 window.rewrites = sorted(
@@ -286,6 +345,7 @@ def rehearse(cfg: Config, args: Args, console: Console) -> dict:
                 console.log(f"{label}: {window.end - window.start:.2f} s")
                 if window.error:
                     failed_at = rev.revision
+                    window.dead_tuples = new_dead(dead_before, dsn)
                     break
                 new_tables = seed.table_names_at(dsn) - tables_before
                 if new_tables:
@@ -295,7 +355,8 @@ def rehearse(cfg: Config, args: Args, console: Console) -> dict:
                         seed.fill(engine, args.rows, only=new_tables)
                     seeding.end = time.monotonic()
                     windows.append(seeding)
-                time.sleep(args.gap)
+                time.sleep(args.gap)  # also lets the migration's statistics reach the views
+                window.dead_tuples = new_dead(dead_before, dsn)
         finally:
             if sampler is not None:
                 sampler.stop()
@@ -335,12 +396,18 @@ def print_summary(result: dict, out: Path, console: Console) -> None:
     from rich.table import Table
 
     table = Table(title=f"rehearsal from {result['from']} ({result['rows']:,} rows)")
-    for column in ("revision", "s", "requests", "p99 ms", "max ms", "errors", "rewrote", "verdict"):
+    columns = ("revision", "s", "requests", "p99 ms", "max ms", ">1 s", "lock wait ms", "errors",
+               "row locks", "WAL MB", "dead rows", "rewrote", "verdict")  # fmt: skip
+    for column in columns:
         table.add_column(column, no_wrap=column == "revision")
     for r in result["revisions"]:
+        locks = r["row_locks"]
+        held = f"{locks['rows']:,} for {locks['held_s']:.2f} s" if locks["rows"] else "-"
         table.add_row(
             r["revision"].split()[0], f"{r['seconds']:.2f}", str(r["requests"]), str(r["p99_ms"]),
-            str(r["max_ms"]), str(r["errors"]), ", ".join(r["rewrote"]) or "-", r["verdict"],
+            str(r["max_ms"]), str(r["over_1s"]), str(r["max_lock_wait_ms"]), str(r["errors"]),
+            held, f"{r['wal_bytes'] / 1e6:.1f}", f"{r['dead_tuples']:,}",
+            ", ".join(r["rewrote"]) or "-", r["verdict"],
         )  # fmt: skip
     console.print(table)
     for r in result["revisions"]:

@@ -2,9 +2,12 @@
 
 One `INSERT ... SELECT ... FROM generate_series()` per table, so a million rows never
 cross the wire. Values follow each column's reflected type; unique columns get distinct
-values (their capacity caps the row count); foreign keys point at existing parent rows;
-columns with a server default or identity keep it; unique 2- and 3-letter codes are real
-ISO 3166-1 codes. docs/rehearse.md explains the choices.
+values (their capacity caps the row count); foreign keys point at random existing parent
+rows; columns with a server default or identity keep it; unique 2- and 3-letter codes are
+real ISO 3166-1 codes. Rows land in random physical order and other strings are sampled
+from the table's existing values (else random letters of random length): values that
+follow the row order make index builds and scans look far cheaper than on a real table.
+docs/rehearse.md explains the choices.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ ALPHABET = 26
 FILL_SHARE = 0.5
 # Widest base-26 code we build digit by digit (26**13 > 2**61 rows: never reached).
 MAX_CODE_WIDTH = 13
+# Other strings: sampled from up to this many existing values, else random letters of
+# 4 to MAX_RANDOM_LENGTH characters.
+SAMPLE_VALUES = 100_000
+MAX_RANDOM_LENGTH = 30
 
 
 # Unique columns of exactly 2 or 3 characters hold ISO codes in real databases (countries,
@@ -130,6 +137,15 @@ def capacity(column: Column) -> float:
     return math.inf
 
 
+def random_letters(width: int) -> str:
+    """Letters of a random length up to `width` (hex digits mapped to common letters)."""
+    top = min(width, MAX_RANDOM_LENGTH)
+    low = min(4, top)
+    letters = "translate(md5(random()::text) || md5(random()::text), '0123456789abcdef', "
+    letters += "'etaoinshrdlucmfw')"
+    return f"left(initcap({letters}), {low} + floor(random() * {top - low + 1})::int)"
+
+
 def value_expr(column: Column, unique: bool) -> str | None:
     """The SQL value of `column` for series row g; None when no value can be made."""
     type_ = column.type
@@ -141,16 +157,16 @@ def value_expr(column: Column, unique: bool) -> str | None:
         quoted = ", ".join(f"'{code}'" for code in codes)
         return f"(ARRAY[{quoted}])[g]"
     if isinstance(type_, sqltypes.String):  # VARCHAR, CHAR, TEXT
-        width = string_length(column) or 12
-        return code_expr(width) if unique else f"left(initcap({code_expr(min(width, 8))}), {width})"
+        width = string_length(column) or MAX_RANDOM_LENGTH
+        return code_expr(width) if unique else random_letters(width)
     if isinstance(type_, sqltypes.Boolean):
         return "(g % 2 = 0)"
     if isinstance(type_, sqltypes.SmallInteger):
         return "(g % 32767)::smallint"
     if isinstance(type_, (sqltypes.Integer, sqltypes.BigInteger)):
-        return "g" if unique else "(g % 1000)"
+        return "g" if unique else "floor(random() * 1000)::int"
     if isinstance(type_, (sqltypes.Numeric, sqltypes.Float)):
-        return "(g % 1000) + 0.5"
+        return "floor(random() * 1000) + 0.5"
     if isinstance(type_, sqltypes.DateTime):
         return "now() - make_interval(secs => g)"
     if isinstance(type_, sqltypes.Date):
@@ -160,6 +176,13 @@ def value_expr(column: Column, unique: bool) -> str | None:
     if isinstance(type_, sqltypes.JSON):
         return "'{}'"
     return None
+
+
+def sampled(column: Column, unique: bool) -> bool:
+    """Non-unique strings take the table's own values when it has some: real lengths and
+    a real distribution (a name column holds names, not codes)."""
+    type_ = column.type
+    return not unique and isinstance(type_, sqltypes.String) and not isinstance(type_, Enum)
 
 
 def fk_target(column: Column) -> tuple[str, str] | None:
@@ -174,6 +197,7 @@ def plan_table(table: Table, rows: int, parents_filled: Callable[[str], bool]) -
     """The INSERT ... SELECT for `rows` synthetic rows of `table`."""
     uniques = unique_columns(table)
     columns, values, ctes = [], [], []
+    samples: list[str] = []  # aliases of sampled columns' value lists, joined by number
     for column in table.columns:
         if generated_by_server(column):
             continue
@@ -193,9 +217,19 @@ def plan_table(table: Table, rows: int, parents_filled: Callable[[str], bool]) -
                 f'AS ids, count(*) AS n FROM "{parent}")'
             )
             columns.append(column.name)
-            values.append(f"{alias}.ids[1 + (g % {alias}.n)]")
+            values.append(f"{alias}.ids[1 + floor(random() * {alias}.n)::int]")
             continue
         expr = value_expr(column, column.name in uniques)
+        if expr is not None and sampled(column, column.name in uniques):
+            # A join on a random row number: subscripting a big text array costs O(n).
+            alias = f"s_{len(samples)}"
+            samples.append(alias)
+            ctes.append(
+                f'{alias} AS (SELECT (row_number() OVER ())::int AS i, "{column.name}" AS v '
+                f'FROM (SELECT "{column.name}" FROM "{table.name}" WHERE "{column.name}" IS NOT '
+                f"NULL LIMIT {SAMPLE_VALUES}) AS x)"
+            )
+            expr = f"coalesce({alias}.v, {expr})"
         if expr is None:
             if column.nullable:
                 continue
@@ -209,7 +243,15 @@ def plan_table(table: Table, rows: int, parents_filled: Callable[[str], bool]) -
         sql = f'INSERT INTO "{table.name}" SELECT FROM generate_series(1, {rows}) AS g'
         return TablePlan(table.name, rows, sql)
     with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
-    sources = ", ".join([f"generate_series(1, {rows}) AS g", *(c.split()[0] for c in ctes)])
+    # Rows in random physical order: the series is shuffled alone (not rows carrying arrays).
+    picks = "".join(
+        f", 1 + floor(random() * (SELECT count(*) FROM {a}))::int AS k_{a}" for a in samples
+    )
+    sources = (
+        f"(SELECT g{picks} FROM generate_series(1, {rows}) AS g ORDER BY random()) AS shuffled"
+    )
+    sources += "".join(f" LEFT JOIN {a} ON {a}.i = shuffled.k_{a}" for a in samples)
+    sources += "".join(f" CROSS JOIN {c.split()[0]}" for c in ctes if c.startswith("p_"))
     quoted = ", ".join(f'"{c}"' for c in columns)
     sql = (
         f'{with_clause}INSERT INTO "{table.name}" ({quoted}) '
@@ -266,6 +308,7 @@ def _fill(
         return bool(conn.scalar(text(f'SELECT EXISTS (SELECT FROM "{name}")')))
 
     conn.exec_driver_sql("SET session_replication_role = replica")
+    conn.exec_driver_sql("SET work_mem = '256MB'")  # the ORDER BY random() of a million rows
     try:
         for table in fill_order(metadata, names):
             rows = target_rows(table, largest, parents)
@@ -277,6 +320,7 @@ def _fill(
     finally:
         conn.rollback()
         conn.exec_driver_sql("RESET session_replication_role")
+        conn.exec_driver_sql("RESET work_mem")
         conn.commit()
     conn.execution_options(isolation_level="AUTOCOMMIT")
     for name in added:
