@@ -28,14 +28,25 @@ def attach(cfg: Config, settings: GuardSettings) -> Config:
 
 
 def with_ini_hints(cfg: Config, settings: GuardSettings) -> GuardSettings:
+    given = _ini_hints(cfg)
+    return replace(settings, hints=replace(settings.hints, **given)) if given else settings
+
+
+def hints_of(cfg: Config) -> Hints:
+    """The attached settings' hints, else alembic.ini's `hint_*` lines (no settings read)."""
+    given = cfg.attributes.get(SETTINGS_ATTRIBUTE)
+    return given.hints if given is not None else Hints(**_ini_hints(cfg))
+
+
+def _ini_hints(cfg: Config) -> dict[str, str]:
     parser = cfg.file_config
     if not parser.has_section(SECTION):
-        return settings
+        return {}
     given = {k[5:]: v for k, v in parser.items(SECTION) if k.startswith("hint_")}
     if unknown := sorted(set(given) - {f.name for f in fields(Hints)}):
         names = ", ".join(f"hint_{name}" for name in unknown)
         raise GuardError(f"alembic.ini [{SECTION}] has unknown {names} (see Hints' fields)")
-    return replace(settings, hints=replace(settings.hints, **given)) if given else settings
+    return given
 
 
 def option(cfg: Config, name: str) -> str | None:

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -25,9 +25,10 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from alembic_pg_guard._config import hints_of
 from alembic_pg_guard._errors import GuardError
 from alembic_pg_guard._fingerprint import comparable, fingerprint
-from alembic_pg_guard._settings import GuardSettings
+from alembic_pg_guard._settings import GuardSettings, Hints
 
 TABLE = "alembic_version_history"
 APPLIED, PARTIAL = "applied", "partial"
@@ -36,7 +37,6 @@ APPLIED, PARTIAL = "applied", "partial"
 RESET_HINT = f"if the edit is deliberate, TRUNCATE {TABLE} (a squash: see the guard's README)"
 # The note of a row that `alembic stamp` wrote, until `verify` or a real upgrade replaces it.
 STAMPED, VERIFIED = "stamped", "stamp verified"
-VERIFY = "python -m alembic_pg_guard verify"
 # Set while `verify` runs `alembic check` through env.py: what it verifies is not refused.
 VERIFYING: ContextVar[bool] = ContextVar("alembic_pg_guard_verifying", default=False)
 
@@ -69,9 +69,10 @@ class CodeHistory:
 
     revisions: dict[str, Revision]
     heads: frozenset[str]
+    hints: Hints = field(default_factory=Hints)  # the project's commands, for its messages
 
     @classmethod
-    def of(cls, script: ScriptDirectory) -> "CodeHistory":
+    def of(cls, script: ScriptDirectory, hints: Hints | None = None) -> "CodeHistory":
         found: dict[str, Revision] = {}
         for rev in reversed(list(script.walk_revisions("base", "heads"))):
             down = tuple(sorted(_as_tuple(rev.down_revision)))
@@ -80,7 +81,7 @@ class CodeHistory:
             title = (rev.doc or "").strip().splitlines()[0] if rev.doc else ""
             content = fingerprint(rev.path)
             found[rev.revision] = Revision(rev.revision, down, digest, title, content)
-        return cls(found, frozenset(script.get_heads()))
+        return cls(found, frozenset(script.get_heads()), hints or Hints())
 
     def below(self, heads: Iterable[str]) -> list[Revision]:
         """`heads` and every revision under them, base first."""
@@ -116,7 +117,7 @@ def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 def code_history(cfg: Config) -> CodeHistory:
-    return CodeHistory.of(ScriptDirectory.from_config(cfg))
+    return CodeHistory.of(ScriptDirectory.from_config(cfg), hints_of(cfg))
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,9 @@ def edit_problem(
                 f"database (its file's operations differ from those applied at {row.at} UTC): "
                 "put the change in a new revision and restore this one (a database only you use: "
                 "downgrade below it, then migrate again); to accept a deliberate "
-                f"edit this database already reflects, run `{VERIFY}` (it compares the schema "
-                "with the models, then records the file as it is now), or for a squash, "
+                f"edit this database already reflects, run `{code.hints.verify}` (it "
+                "compares the schema with the models, then records the file as it is now), "
+                "or for a squash, "
                 f"TRUNCATE {TABLE} (see the guard's README)"
             )
     return None
@@ -206,9 +208,10 @@ def stamp_problem(
     return (
         f"revision {code.name(first.revision)}{others} was stamped, not applied (`alembic "
         "stamp` records a revision without running it; nothing checked that this database "
-        f"has its changes): apply it (`alembic stamp {down}`, then migrate again), or, if "
-        f"the schema was made another way (adopting an existing database), run `{VERIFY}`: "
-        "it compares the schema with the models and records it as verified"
+        f"has its changes): apply it (`{code.hints.alembic} stamp {down}`, then migrate "
+        "again), or, if the schema was made another way (adopting an existing database), "
+        f"run `{code.hints.verify}`: it compares the schema with the models and records it "
+        "as verified"
     )
 
 

@@ -128,7 +128,7 @@ def upgrade(cfg: Config, target: str = "head") -> str:
             refuse_pooler(conn, settings.hints)
             refuse_read_only(conn)
             before = current_revisions(conn)
-            backfill = history.check(conn, history.CodeHistory.of(script))
+            backfill = history.check(conn, history.CodeHistory.of(script, settings.hints))
     except OperationalError as exc:
         raise MigrationError(connection_problem(engine.url, exc, settings.hints)) from None
     if target == "head" and before == heads and not backfill:

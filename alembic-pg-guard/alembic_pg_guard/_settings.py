@@ -50,6 +50,7 @@ class Hints:
     alembic: str = "alembic"  # how to run alembic, e.g. "pipenv run alembic"
     revision: str = "alembic revision --autogenerate -m '...'"
     migrate: str = "python -m alembic_pg_guard migrate"
+    verify: str = "python -m alembic_pg_guard verify"
     check_compat: str = "python -m alembic_pg_guard compat"
     docs: str = "the alembic-pg-guard README"
     models: str = "the models"

@@ -164,7 +164,7 @@ class Run:
     tracker: StepTracker = field(default_factory=StepTracker)
 
     def __post_init__(self) -> None:
-        self.code = history.CodeHistory.of(self.script)
+        self.code = history.CodeHistory.of(self.script, self.settings.hints)
         self.tracker.before_upgrading = lambda: history.refuse_edited(self.connection, self.code)
 
     def on_version_apply(self, ctx, step, heads, run_args) -> None:

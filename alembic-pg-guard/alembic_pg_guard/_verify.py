@@ -65,7 +65,8 @@ def verify(cfg: Config) -> str:
         raise GuardError(
             f"the database does not match the models at head ({shown}"
             f"{f'; +{more} more' if more > 0 else ''}), so nothing was verified: apply the "
-            "missing revisions (`alembic stamp <the last one really applied>`, then migrate) "
+            f"missing revisions (`{settings.hints.alembic} stamp <the last one really "
+            "applied>`, then migrate) "
             "or fix the schema by hand, then verify again"
         ) from None
     finally:

@@ -228,7 +228,8 @@ async def test_stamped_head_is_refused_by_migrate_ready_and_the_gate_until_appli
             upgrade(fresh)
         line = str(refused.value)
         assert line.startswith(f"revision {head} (") and "was stamped, not applied" in line, line
-        assert f"`alembic stamp {below}`, then migrate again" in line, line
+        assert f"`pipenv run alembic stamp {below}`, then migrate again" in line, line
+        assert "`pipenv run migrate-verify`" in line, line
         assert run_gates("history", alembic_config(fresh)) == [f"history: {line}"]
         async with LifespanManager(create_app(fresh)) as manager:
             async with asgi_client(manager.app) as client:
