@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from alembic.config import Config
-from alembic.script.revision import MultipleHeads
+from alembic.script.revision import MultipleHeads, RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, MetaData
 from sqlalchemy.exc import NoReferenceError, OperationalError
@@ -121,6 +121,8 @@ class Environment:
         end_with_the_client(connection)
         run = Run(connection, limits, self.context.script, external)
         history.prepare(connection, run.code)  # under the lock: refuse an edited history
+        if self.to_head(run.code.heads):  # `alembic upgrade head` with nothing left to run too
+            history.refuse_edited(connection, run.code)
         if not external:
             connection.commit()
         self.context.configure(
@@ -131,6 +133,16 @@ class Environment:
         )
         with self.context.begin_transaction():
             run(self.context.run_migrations)
+
+    def to_head(self, heads: frozenset[str]) -> bool:
+        """Whether the command (upgrade, stamp) goes to the code's heads; downgrades and
+        commands with no destination (current, check, revision) do not."""
+        try:
+            destination = self.context.get_revision_argument()
+        except (KeyError, CommandError, RevisionError):
+            return False
+        given = (destination,) if isinstance(destination, str) else tuple(destination or ())
+        return bool(given) and set(given) == set(heads)
 
     def online(self) -> None:
         limits, config = self.settings(), self.config

@@ -36,7 +36,14 @@ from alembic_pg_guard._settings import GuardSettings
 READ_ONLY = ("SELECT", "SHOW", "SET", "WITH")
 # Added to a revision's own exception: the runner then names the revision in one line.
 REVISION_NOTE = "in revision "
+DOWNGRADE_NOTE = "in the downgrade of revision "
 MODELS_NOTE = "it imports the app's models"
+EDITED_NOTE = (
+    "its file changed since it was applied, so this downgrade undoes the edited upgrade, not "
+    "the one that ran: put the applied version back (git stash), downgrade, then restore "
+    "the edit and migrate; or let the new downgrade steps tolerate the old schema "
+    "(if_exists=True)"
+)
 SHOWN_STATEMENTS = 3
 
 
@@ -49,6 +56,7 @@ class StepTracker:
     """The running revision and its statements, split by whether they are committed."""
 
     current: str | None = None
+    downgrading: bool = False
     pending: list[str] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)
     # Called before the run's first upgrade step (a downgrade may undo an edited revision).
@@ -88,6 +96,7 @@ def _tracked(revision: str, fn: Callable) -> Callable:
         if ACTIVE:
             tracker = ACTIVE[-1]
             tracker.start(revision)
+            tracker.downgrading = fn.__name__ == "downgrade"
             if fn.__name__ == "upgrade" and tracker.before_upgrading is not None:
                 check, tracker.before_upgrading = tracker.before_upgrading, None
                 check()
@@ -136,7 +145,8 @@ def first_line(exc: BaseException) -> str:
 def revision_failure(exc: BaseException) -> str | None:
     """One line for a revision's own error that Run tagged with its revision; else None.
     PostgreSQL's HINT (e.g. `USING` for a cast) is kept: it is often the fix."""
-    where = [n for n in getattr(exc, "__notes__", []) if n.startswith(REVISION_NOTE)]
+    notes = getattr(exc, "__notes__", [])
+    where = [n for n in notes if n.startswith((REVISION_NOTE, DOWNGRADE_NOTE))]
     if not where:
         return None
     orig = getattr(exc, "orig", None) or exc
@@ -145,12 +155,15 @@ def revision_failure(exc: BaseException) -> str | None:
         for line in (getattr(orig, "pgerror", None) or "").splitlines()
         if line.startswith("HINT:")
     ]
-    models = [n for n in getattr(exc, "__notes__", []) if n.startswith(MODELS_NOTE)]
-    return (
-        f"revision {where[0].removeprefix(REVISION_NOTE)} failed, and nothing of it is "
-        f"recorded as applied: {type(orig).__name__}: "
-        + "; ".join([first_line(exc), *hints, *models])
+    extra = [n for n in notes if n.startswith((MODELS_NOTE, EDITED_NOTE))]
+    what = (
+        f"the downgrade of revision {where[0].removeprefix(DOWNGRADE_NOTE)} failed, and was "
+        "rolled back: the database stays at that revision"
+        if where[0].startswith(DOWNGRADE_NOTE)
+        else f"revision {where[0].removeprefix(REVISION_NOTE)} failed, and nothing of it is "
+        "recorded as applied"
     )
+    return f"{what}: {type(orig).__name__}: " + "; ".join([first_line(exc), *hints, *extra])
 
 
 @dataclass
@@ -211,7 +224,11 @@ class Run:
                         raise
                     delay = self._failed(revision, exc, concurrent, sampler, attempts)
                     if delay is None:
-                        exc.add_note(f"{REVISION_NOTE}{self.code.name(revision)}")
+                        down = self.tracker.downgrading
+                        note = DOWNGRADE_NOTE if down else REVISION_NOTE
+                        exc.add_note(f"{note}{self.code.name(revision)}")
+                        if down and self._edited_since_applied(revision):
+                            exc.add_note(EDITED_NOTE)
                         path = self.script.get_revision(revision).path
                         if hint := model_imports.failure_hint(path):
                             exc.add_note(hint)
@@ -270,6 +287,17 @@ class Run:
         if earlier := self._earlier_partial(revision):
             raise RevisionFailure(f"revision {name} failed: {first_line(exc)}; {earlier}") from None
         return None
+
+    def _edited_since_applied(self, revision: str) -> bool:
+        if self.external:
+            return False
+        if self.connection.in_transaction():
+            self.connection.rollback()
+        recorded = history.read_recorded(self.connection) or {}
+        if self.connection.in_transaction():
+            self.connection.rollback()
+        row = recorded.get(revision)
+        return row is not None and history.changed(self.code.revisions[revision], row)
 
     def _remember_partial(self, revision: str) -> str:
         """When the failed revision had committed statements: record it, say what stays."""

@@ -64,10 +64,9 @@ def verify(cfg: Config) -> str:
         more = len(exc.diffs) - SHOWN_DIFFS
         raise GuardError(
             f"the database does not match the models at head ({shown}"
-            f"{f'; +{more} more' if more > 0 else ''}), so nothing was verified: apply the "
-            f"missing revisions (`{settings.hints.alembic} stamp <the last one really "
-            "applied>`, then migrate) "
-            "or fix the schema by hand, then verify again"
+            f"{f'; +{more} more' if more > 0 else ''}), so nothing was verified: "
+            f"{_fixes(code, recorded, todo, settings.hints.alembic)}, or fix the schema by "
+            "hand, then verify again"
         ) from None
     finally:
         cfg.attributes.pop("connection", None)
@@ -83,3 +82,25 @@ def verify(cfg: Config) -> str:
     engine.dispose()
     names = ", ".join(code.name(r) for r in todo)
     return f"verified: the schema matches the models; recorded as applied as they are now: {names}"
+
+
+def _fixes(code: history.CodeHistory, recorded: dict, todo: list[str], alembic: str) -> str:
+    """How to really apply the first stamped and the first edited revision of `todo`."""
+    fixes = []
+    for what, edited in (("stamped", False), ("edited", True)):
+        found = [r for r in todo if history.changed(code.revisions[r], recorded[r]) == edited]
+        if not found:
+            continue
+        rev = code.revisions[found[0]]
+        down = ", ".join(rev.down) or "base"
+        if edited:
+            fixes.append(
+                f"apply the edited {code.name(rev.revision)} as it is now (`{alembic} "
+                f"downgrade {down}`, then migrate) or restore its file as it was applied"
+            )
+        else:
+            fixes.append(
+                f"apply the {what} {code.name(rev.revision)} (`{alembic} stamp {down}`, "
+                "then migrate)"
+            )
+    return "; or ".join(fixes)

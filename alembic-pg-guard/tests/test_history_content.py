@@ -24,6 +24,7 @@ from alembic_pg_guard import (
     upgrade,
 )
 from alembic_pg_guard._fingerprint import fingerprint
+from alembic_pg_guard._steps import revision_failure
 from alembic_pg_guard._verify import verify
 from guard_helpers import MODELS, Project, clean_env, make_project
 from sqlalchemy import URL, Engine, inspect, text
@@ -175,6 +176,8 @@ def test_an_applied_revision_edited_afterwards_is_refused_until_verified(
     assert "python -m alembic_pg_guard verify" in line, line
     assert probe(engine, config(project)) == line
     assert run_gates("history", config(project)) == [f"history: {line}"]
+    with pytest.raises(CommandError, match="was changed after it was applied"):
+        command.upgrade(config(project), "head")  # plain alembic upgrade, nothing to run
     (project.versions / "bbbb00000002_note.py").write_text(SECOND)  # a pending revision
     with pytest.raises(CommandError, match="was changed after it was applied"):
         command.upgrade(config(project), "head")  # plain alembic upgrade, through env.py
@@ -313,3 +316,51 @@ def test_an_edited_revision_can_be_undone_and_applied_again(project: Project, en
     assert [i["name"] for i in inspect(engine).get_indexes("gadget")] == ["gadget_name"]
     assert probe(engine, config(project)) is None
     assert upgrade(config(project)).startswith("database already at head")
+
+
+# The edit with its downgrade edited too: the new downgrade drops what the old upgrade never made.
+EDITED_BOTH_WAYS = EDITED.replace(
+    '    op.drop_table("gadget")', '    op.drop_index("gadget_name")\n    op.drop_table("gadget")'
+)
+MODELS_WITH_INDEX = (
+    MODELS.replace(
+        "from sqlalchemy import BigInteger, Identity, Text",
+        "from sqlalchemy import BigInteger, Identity, Index, Text",
+    )
+    + '\n    __table_args__ = (Index("gadget_name", "name"),)\n'
+)
+
+
+def test_a_failing_downgrade_of_an_edited_revision_says_why_and_what_to_do(
+    project: Project, engine: Engine
+):
+    upgrade(config(project))
+    (project.versions / "aaaa00000001_gadget.py").write_text(EDITED_BOTH_WAYS)
+    with pytest.raises(Exception) as failed:
+        command.downgrade(config(project), "base")
+    line = revision_failure(failed.value)
+    assert line is not None and line.startswith(
+        "the downgrade of revision aaaa00000001 (gadget) failed, and was rolled back: the "
+        'database stays at that revision: UndefinedObject: index "gadget_name" does not exist'
+    ), line
+    assert line.endswith(
+        "its file changed since it was applied, so this downgrade undoes the edited upgrade, "
+        "not the one that ran: put the applied version back (git stash), downgrade, then "
+        "restore the edit and migrate; or let the new downgrade steps tolerate the old schema "
+        "(if_exists=True)"
+    ), line
+    assert inspect(engine).has_table("gadget")
+
+
+def test_verify_says_how_to_apply_an_edit_the_database_lacks(project: Project, engine: Engine):
+    upgrade(config(project))
+    (project.versions / "aaaa00000001_gadget.py").write_text(EDITED)
+    (project.root / "models.py").write_text(MODELS_WITH_INDEX)
+    with pytest.raises(GuardError) as refused:
+        verify(config(project))
+    assert str(refused.value) == (
+        "the database does not match the models at head (add_index gadget_name on gadget), "
+        "so nothing was verified: apply the edited aaaa00000001 (gadget) as it is now "
+        "(`alembic downgrade base`, then migrate) or restore its file as it was applied, or "
+        "fix the schema by hand, then verify again"
+    )
