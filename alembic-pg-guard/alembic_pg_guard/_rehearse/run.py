@@ -293,7 +293,8 @@ def rehearse(cfg: Config, args: Args, console: Console) -> dict:
                     args.rows,
                     progress=lambda table, n: status.update(f"seeding {table}: {n:,} rows"),
                 )
-            console.log(f"seeded {added} in {time.monotonic() - t:.1f} s")
+            rows = ", ".join(f"{n:,} rows into {table}" for table, n in added.items())
+            console.log(f"seeded {rows or 'nothing'} in {time.monotonic() - t:.1f} s")
             api_key = secrets.token_urlsafe(24)
             env = target.app_env(dsn, role, api_key)
             app, url = start_app(target, env, root, args.out / "app.log")
