@@ -29,6 +29,19 @@ class Gadget(Base):
     name: Mapped[str] = mapped_column(Text)
 """
 
+# A revision body that creates MODELS' table.
+CREATE_GADGET = """def upgrade():
+    op.create_table(
+        "gadget",
+        sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
+        sa.Column("name", sa.Text(), nullable=False),
+    )
+
+
+def downgrade():
+    op.drop_table("gadget")
+"""
+
 # The first lines of Alembic's own env.py template.
 ALEMBIC_LOGGING = """from logging.config import fileConfig
 

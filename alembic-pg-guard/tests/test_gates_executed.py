@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from alembic_pg_guard import _squawk_rules as squawk_rules
-from guard_helpers import Project, clean_env, make_project
+from guard_helpers import CREATE_GADGET, Project, clean_env, make_project
 from sqlalchemy import URL
 
 HEADER = '''"""{doc}"""
@@ -21,17 +21,6 @@ depends_on = None
 {allow}
 
 '''
-CREATE = """def upgrade():
-    op.create_table(
-        "gadget",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-        sa.Column("name", sa.Text(), nullable=False),
-    )
-
-
-def downgrade():
-    op.drop_table("gadget")
-"""
 
 
 @pytest.fixture
@@ -77,7 +66,7 @@ def downgrade():
 def test_ddl_hidden_from_offline_mode_is_linted_and_said_missing_from_the_offline_sql(
     project: Project,
 ):
-    write(project, "aaaa00000001", None, CREATE)
+    write(project, "aaaa00000001", None, CREATE_GADGET)
     hidden = write(project, "bbbb00000002", "aaaa00000001", HIDDEN_INDEX)
 
     lines = problems(project.guard("check", "squawk"))
@@ -106,7 +95,7 @@ def downgrade():
 
 @pytest.mark.slow
 def test_do_blocks_and_disable_trigger_are_refused_unless_allowed(project: Project):
-    write(project, "aaaa00000001", None, CREATE)
+    write(project, "aaaa00000001", None, CREATE_GADGET)
     path = write(project, "bbbb00000002", "aaaa00000001", DO_BLOCK)
 
     lines = problems(project.guard("check", "squawk"))
@@ -147,7 +136,7 @@ def downgrade():
 
 @pytest.mark.slow
 def test_a_merge_revisions_own_operations_are_linted(project: Project):
-    write(project, "aaaa00000001", None, CREATE)
+    write(project, "aaaa00000001", None, CREATE_GADGET)
     write(project, "bbbb00000002", "aaaa00000001", add_column("colour"))
     write(project, "cccc00000003", "aaaa00000001", add_column("size"))
     merge = write(project, "dddd00000004", ("bbbb00000002", "cccc00000003"), MERGE_WITH_INDEX)
@@ -197,7 +186,7 @@ TEXT_ALLOWED = {"prefer-text-field": "test"}
 
 @pytest.mark.slow
 def test_a_narrowing_type_change_is_flagged_and_a_widening_passes(project: Project):
-    write(project, "aaaa00000001", None, CREATE)
+    write(project, "aaaa00000001", None, CREATE_GADGET)
     write(project, "bbbb00000002", "aaaa00000001", ADD_CODE.format(n=200), TEXT_ALLOWED)
     narrow = write(project, "cccc00000003", "bbbb00000002", NARROW)
 
@@ -239,7 +228,7 @@ EMPTY = "def upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n"
 def test_a_merge_is_replayed_with_each_branch_applied_first(project: Project):
     """Branch A drops a column that branch B backfills: a database that applied A before
     the merge existed fails on B, whatever order a fresh walk of the history takes."""
-    write(project, "aaaa00000001", None, CREATE)
+    write(project, "aaaa00000001", None, CREATE_GADGET)
     write(project, "aaaa00000002", "aaaa00000001", add_column("nickname"))
     write(project, "bbbb00000003", "aaaa00000002", DROP_NAME)
     backfill = write(project, "cccc00000003", "aaaa00000002", BACKFILL_NAME)

@@ -4,7 +4,7 @@ throwaway database of the test server; a broken downgrade is one line naming its
 from pathlib import Path
 
 import pytest
-from guard_helpers import Project, clean_env, make_project
+from guard_helpers import CREATE_GADGET, Project, clean_env, make_project
 from sqlalchemy import URL
 
 pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
@@ -20,17 +20,6 @@ branch_labels = None
 depends_on = None
 
 '''
-CREATE = """def upgrade():
-    op.create_table(
-        "gadget",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-        sa.Column("name", sa.Text(), nullable=False),
-    )
-
-
-def downgrade():
-    op.drop_table("gadget")
-"""
 
 
 def add_column(column: str, dropped: str) -> str:
@@ -62,7 +51,7 @@ def write(project: Project, revision: str, down, body: str, doc: str = "") -> Pa
 
 
 def test_a_broken_downgrade_fails_the_stairway_in_one_line_naming_it(project: Project):
-    write(project, "aaaa00000001", None, CREATE, "create gadget")
+    write(project, "aaaa00000001", None, CREATE_GADGET, "create gadget")
     broken = write(project, "bbbb00000002", "aaaa00000001", add_column("colour", "color"))
 
     proc = project.guard("check", "stairway")
@@ -76,7 +65,7 @@ def test_a_broken_downgrade_fails_the_stairway_in_one_line_naming_it(project: Pr
 
 
 def test_a_good_history_with_a_merge_passes_the_stairway(project: Project):
-    write(project, "aaaa00000001", None, CREATE, "create gadget")
+    write(project, "aaaa00000001", None, CREATE_GADGET, "create gadget")
     write(project, "bbbb00000002", "aaaa00000001", add_column("colour", "colour"))
     write(project, "cccc00000003", "aaaa00000001", add_column("size", "size"))
     write(project, "dddd00000004", ("bbbb00000002", "cccc00000003"), MERGE, "merge")
