@@ -29,7 +29,7 @@ from typing import Literal
 
 import psycopg2
 from psycopg2 import sql
-from sqlalchemy import make_url
+from sqlalchemy import URL, make_url
 
 from src.cli import CommandFailure, fail_on_errors
 from src.config import Settings, read_settings
@@ -85,7 +85,10 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+        login = URL.create(
+            "postgresql", self.user, self.password, self.host, self.port, self.database
+        )
+        return login.render_as_string(hide_password=False)  # percent-encoded: '@' and all
 
     @property
     def log_file(self) -> Path:

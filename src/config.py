@@ -169,6 +169,8 @@ class Settings(BaseSettings):
     @classmethod
     def _parseable_url(cls, value: str | None) -> str | None:
         if value:
+            if value.count("@") > 1:  # parsed, its password would end at the first @
+                raise ValueError("has an unencoded '@' in its user or password: write it as %40")
             try:
                 url = make_url(value)
             except (ArgumentError, ValueError):

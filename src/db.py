@@ -16,6 +16,16 @@ from src.config import Settings
 from src.tls import asyncpg_ssl
 
 POOL_TIMEOUT_SECONDS = 10
+COMMAND_TIMEOUT_SECONDS = 30
+# Sent in the startup packet: they win over the role's and the database's settings.
+SESSION_SETTINGS = {
+    "search_path": "public",  # the tables' unqualified names
+    "statement_timeout": f"{COMMAND_TIMEOUT_SECONDS}s",  # asyncpg's bound, enforced by the server
+    "lock_timeout": "0",  # lock waits end with the statement
+    "idle_in_transaction_session_timeout": f"{COMMAND_TIMEOUT_SECONDS}s",
+    "default_transaction_read_only": "off",
+    "default_transaction_isolation": "read committed",
+}
 T = TypeVar("T")
 Work = Callable[[Connection], T]
 Connect = Callable[[], AsyncContextManager[AsyncConnection]]
@@ -62,12 +72,16 @@ async def _run(connect: Connect, work: Work[T]) -> T:
 
 
 def connect_args(settings: Settings) -> dict[str, object]:
-    """asyncpg's arguments: fail fast (503) rather than hang; TLS when configured; behind a
-    transaction pooler, no prepared-statement caches (docs/production.md)."""
-    args: dict[str, object] = {"timeout": 5, "command_timeout": 30}
+    """asyncpg's arguments: fail fast (503) rather than hang; TLS when configured; the
+    session settings the app relies on, set at connect so that role-level ones (a role may
+    ALTER ROLE itself ... SET) cannot change them; behind a transaction pooler, which
+    refuses them, no prepared-statement caches instead (docs/production.md)."""
+    args: dict[str, object] = {"timeout": 5, "command_timeout": COMMAND_TIMEOUT_SECONDS}
     if (ssl := asyncpg_ssl(settings.app_tls)) is not None:
         args["ssl"] = ssl
-    if settings.db_transaction_pooler:
+    if not settings.db_transaction_pooler:
+        args["server_settings"] = SESSION_SETTINGS
+    else:
         args |= {
             "statement_cache_size": 0,
             "prepared_statement_cache_size": 0,

@@ -2,6 +2,7 @@
 `errors` naming each field of a 422."""
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,7 +57,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     errors = [
         {
             "field": ".".join(str(part) for part in err["loc"]),
-            "message": err["msg"],
+            # Invalid JSON: FastAPI's msg is "JSON decode error", the reason is in ctx.
+            "message": f"{err['msg']}: {err['ctx']['error']}"
+            if err.get("type") == "json_invalid"
+            else err["msg"],
         }
         for err in exc.errors()
     ]
@@ -64,8 +68,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 # SQLSTATEs that say "the database cannot serve right now", not "this request is wrong":
-# connections (08), transient rollbacks (40), resources (53), shutting down (57P), system (58).
-UNAVAILABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57P", "58")
+# connections (08), transient rollbacks (40), resources (53), shutting down (57P), system (58),
+# a refused login (28: a wrong or rotated password, a dropped role, pg_hba.conf).
+LOGIN_REFUSED = "28"
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", LOGIN_REFUSED, "40", "53", "57P", "58")
+# A refused login lasts until an operator acts: said once per reason, again after this long.
+LOGIN_REFUSED_RELOG_SECONDS = 60.0
 UNAVAILABLE_SQLSTATES = {
     "25006",  # read_only_sql_transaction: a standby, or a primary demoted to one
     "57014",  # query_canceled: statement_timeout, or a cancel from an administrator
@@ -105,10 +113,31 @@ def database_unavailable(detail: str = "database unavailable, retry shortly") ->
     return error_response(503, detail, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
+def log_refused_login(request: Request, exc: BaseException) -> bool:
+    """One error line naming the role when the database refuses the app's login (never
+    per request: every request meets it), repeated per new reason or after a while."""
+    if not (sqlstate(exc) or "").startswith(LOGIN_REFUSED):
+        return False
+    cause = getattr(exc, "orig", None) or exc
+    reason = str(cause.__cause__ or cause).strip().partition("\n")[0]
+    now, last = time.monotonic(), getattr(request.app.state, "login_refused", None)
+    if last is None or last[0] != reason or now - last[1] >= LOGIN_REFUSED_RELOG_SECONDS:
+        request.app.state.login_refused = (reason, now)
+        role = request.app.state.settings.app_async_url.username
+        logger.error(
+            "the database refused the login of role %r (%s): answering 503 until it accepts; "
+            "check POSTGRES_APP_USER and POSTGRES_APP_PASSWORD (or APP_DATABASE_URL)",
+            role,
+            reason,
+        )
+    return True
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if not is_database_outage(exc):
         raise exc
-    logger.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    if not log_refused_login(request, exc):
+        logger.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
     return database_unavailable()
 
 

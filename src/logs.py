@@ -2,6 +2,7 @@
 text via structlog): one access line per request, every line of it carrying its ID
 (docs/performance.md says why the access line skips stdlib logging)."""
 
+import io
 import logging
 import logging.config
 import re
@@ -14,7 +15,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.typing import FilteringBoundLogger, Processor
+from structlog.typing import EventDict, ExcInfo, FilteringBoundLogger, Processor
 
 from src.config import Settings
 
@@ -34,16 +35,59 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Raw in a log line, these would start a forged line (C0, DEL, C1, U+2028/9), drive the
+# reader's terminal (ESC) or reorder what it shows (bidi controls): logged escaped instead.
+UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+TEXT_ESCAPES = {
+    c: _NAMED.get(chr(c), f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
+    for c in range(0x2070)
+    if UNSAFE.match(chr(c))
+}
+JSON_ESCAPES = {c: f"\\u{c:04x}" for c in TEXT_ESCAPES if c >= 0x7F}  # orjson does C0
+
+
+def escape_text(value: str) -> str:
+    """`value` with every UNSAFE character written as `\\n`, `\\x1b`, `\\u2028`..."""
+    return value if value.isprintable() else value.translate(TEXT_ESCAPES)
+
+
+def _escape_fields(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+    """Text lines: every field escaped (the message as well); a traceback or stack as
+    lines of its own, indented, so that none of them reads as a record."""
+    for key, value in event_dict.items():
+        if key == "stack":
+            event_dict[key] = _indented(value)
+        elif isinstance(value, str) or key == "event":
+            event_dict[key] = escape_text(str(value))
+    return event_dict
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"  {escape_text(line)}" for line in text.strip("\n").split("\n"))
+
+
+def _plain_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """structlog's plain traceback (rich's prints locals: secrets), indented and escaped."""
+    out = io.StringIO()
+    structlog.dev.plain_traceback(out, exc_info)
+    sio.write("\n" + _indented(out.getvalue()))
+
+
 def _orjson_text(obj: Any, **kwargs: Any) -> str:
-    """orjson for structlog's JSONRenderer, as text: one serializer for both paths."""
-    return orjson.dumps(obj, **kwargs).decode()
+    """orjson for structlog's JSONRenderer, as text: one serializer for both paths. orjson
+    escapes C0 only; the rest of UNSAFE (never outside a string) gets JSON's `\\u` too."""
+    text = orjson.dumps(obj, **kwargs).decode()
+    return text if text.isascii() and "\x7f" not in text else text.translate(JSON_ESCAPES)
 
 
 def _rendering(log_format: str) -> list[Processor]:
     """The last steps of every line, from either path."""
     if log_format == "text":
-        plain = structlog.dev.plain_traceback  # not rich's, which prints locals (secrets)
-        return [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=plain)]
+        return [
+            _escape_fields,
+            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=_plain_traceback),
+        ]
     return [
         structlog.processors.EventRenamer("message"),
         structlog.processors.JSONRenderer(serializer=_orjson_text),

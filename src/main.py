@@ -17,7 +17,13 @@ from src.config import Settings, read_settings
 from src.db import Database
 from src.kit.cache import CacheHits, response_cache
 from src.logs import RequestContext, configure_logging
-from src.middleware import BodyGuard, ConcurrencyLimit, MethodGuard, SecurityHeaders
+from src.middleware import (
+    BodyGuard,
+    ConcurrencyLimit,
+    HostRequired,
+    MethodGuard,
+    SecurityHeaders,
+)
 from src.migrations import alembic_config
 from src.resources import CACHED_TABLES, RESOURCES
 from src.routes import docs, health
@@ -74,7 +80,7 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
     )
     app.state.settings = settings
     app.state.cache = cache = response_cache(settings, CACHED_TABLES)
-    # Last added runs first: headers, the 503 past the limit, 405, body guards, cache hits.
+    # Last added runs first: headers, Host, the 503 past the limit, 405, body guards, cache hits.
     if cache.off_reason is None:
         app.add_middleware(CacheHits, cache=cache)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
@@ -84,6 +90,7 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
     routes = [*own, *(route for router in routers for route in router.routes)]
     app.add_middleware(MethodGuard, routes=routes)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
+    app.add_middleware(HostRequired)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext)  # outermost: every answer has its request ID
     errors.install(app)

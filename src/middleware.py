@@ -136,6 +136,23 @@ class MethodGuard:
             scope.update({key: value for key, value in as_get.items() if key != "method"})
 
 
+class HostRequired:
+    """400 for an HTTP/1.1 request without exactly one Host header (RFC 9112 §3.2); the
+    protocol layer lets it through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("http_version") == "1.1":
+            hosts = sum(name == b"host" for name, _ in scope["headers"])
+            if hosts != 1:
+                missing = "no Host header" if hosts == 0 else f"{hosts} Host headers"
+                await error_response(400, f"HTTP/1.1 request with {missing}")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class SecurityHeaders:
     """`X-Content-Type-Options: nosniff` on every response: browsers must not guess a type."""
 

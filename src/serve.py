@@ -128,9 +128,17 @@ class BoundedHttpTools(HttpToolsProtocol):
         else:  # the app is reading the body: closing tells it (http.disconnect)
             self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """What the parser refuses (two Content-Length, Content-Length with chunked, obs-fold,
+        bare LF, a bad method...): the JSON error body, not uvicorn's plain text. It logged."""
+        self._answer(400, "Bad Request", "bad_request", "invalid HTTP request")
+
     def _refuse(self, status: int, reason: str, code: str, detail: str) -> None:
-        """Answer, stop parsing, drop what the client still sends, close after a while."""
         self.logger.warning("refused a request: %s %s", status, detail)
+        self._answer(status, reason, code, detail)
+
+    def _answer(self, status: int, reason: str, code: str, detail: str) -> None:
+        """Answer, stop parsing, drop what the client still sends, close after a while."""
         self._lingering = True
         self._cancel_read_timer()
         if self.cycle is not None and not self.cycle.response_complete:

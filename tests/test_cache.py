@@ -311,7 +311,9 @@ def answer(response: httpx.Response) -> tuple:
     return response.status_code, headers, response.content
 
 
-@pytest.mark.parametrize("path", [*PATHS, "/country/xc?ignored=1", "/country?limit=1&offset=2"])
+@pytest.mark.parametrize(
+    "path", [*PATHS, "/country?q=cache+probe&limit=5", "/country?limit=1&offset=2"]
+)
 @pytest.mark.parametrize("variant", ["GET", "If-None-Match", "HEAD"])
 async def test_a_hit_is_answered_as_the_route_answered_it(settings, probe, path, variant):
     """The first request reaches the route, which keeps the response; the second, after
@@ -345,7 +347,7 @@ async def test_a_hit_is_kept_only_for_the_exact_path_and_query(anon, probe):
         # "ﬁ" (a ligature) upper-cases to "FI": not a code, whatever is cached.
         assert (await anon.get("/country/%EF%AC%81")).status_code == 422
         assert (await anon.get("/country/XC/")).status_code == 404
-        assert (await anon.get("/country/XC", params={"limit": "0"})).status_code == 200
+        assert (await anon.get("/country/XC", params={"limit": "0"})).status_code == 422
         assert (await anon.get("/country/xc")).json()["official_name"] == "Unannounced"
         assert (await anon.get("/country/X%43")).json()["official_name"] is None  # /country/XC
     assert (await anon.get("/country?limit=0")).status_code == 422
@@ -370,23 +372,72 @@ async def test_the_cache_holds_no_more_memory_than_cache_max_mb(settings, probe)
     async with LifespanManager(app) as manager, asgi_client(manager.app) as anon:
         assert await settled(anon) == "subscribed"
         for n in range(100):  # whatever the first requests allocate once, not kept bodies
-            assert (await anon.get(f"/country/XC?warm={n}")).status_code == 200
-        app.state.cache.invalidate()
+            assert (await anon.get(f"/country?q=cache+probe&offset={n}")).status_code == 200
+        cache = app.state.cache
+        cache.invalidate()
         gc.collect()
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
-            for n in range(3000):  # 3,000 distinct keys, ~200-byte bodies
-                assert (await anon.get(f"/country/XC?n={n}")).status_code == 200
+            for n in reversed(range(3000)):  # 3,000 distinct keys, ~150-byte bodies
+                assert (await anon.get(f"/country?q=cache+probe&offset={n}")).status_code == 200
             gc.collect()
             grown = tracemalloc.get_traced_memory()[0] - before
         finally:
             tracemalloc.stop()
+        kept_entries, held = len(cache), cache.held_bytes
+        assert 0 < held <= 1024 * 1024 and kept_entries < 3000
         with triggers_disabled(probe):
             sql(probe, UNANNOUNCED[0])
-            kept = await anon.get("/country/XC?n=2999")
-    assert kept.json()["official_name"] is None  # the newest entries were kept
+            kept = await anon.get("/country?q=cache+probe&offset=0")
+    assert kept.json()["items"][0]["official_name"] is None  # the newest entries were kept
     assert grown < 1.25 * 1024 * 1024, f"{grown:,} bytes held by a 1 MiB cache"
+    # What the cache counts is what its entries hold (keys, headers, objects), give or take
+    # what else the requests allocated meanwhile (log records, the event loop's buffers).
+    assert grown <= 1.1 * held, f"{grown:,} bytes held, {held:,} counted for {kept_entries}"
+
+
+async def test_an_unknown_query_parameter_is_refused_and_kept_nowhere(settings, probe):
+    """Ignored, each random parameter would be a new key: a flood evicts the real ones."""
+    app = create_app(settings)
+    async with LifespanManager(app) as manager, asgi_client(manager.app) as anon:
+        assert await settled(anon) == "subscribed"
+        assert (await anon.get("/country/XC")).status_code == 200
+        cache = app.state.cache
+        held = len(cache), cache.held_bytes
+        for path, unknown in [
+            ("/country/XC?x=1", ["query.x"]),
+            ("/country?limit=250&x=a1&Limit=3", ["query.Limit", "query.x"]),
+            ("/country/XC/subdivisions?q=First&y=", ["query.y"]),
+        ]:
+            response = await anon.get(path)
+            assert response.status_code == 422, (path, response.text)
+            body = response.json()
+            assert body["code"] == "validation_error"
+            assert [e["field"] for e in body["errors"]] == unknown
+            assert "unknown query parameter" in body["errors"][0]["message"]
+        assert (len(cache), cache.held_bytes) == held
+        assert (await anon.get("/country?limit=5&q=cache+probe")).status_code == 200  # known: kept
+        assert len(cache) == held[0] + 1
+
+
+async def test_a_hit_keeps_its_entry_from_eviction(settings, probe):
+    """Least recently used goes first: a key read all along outlives the flood around it
+    (evicted, it would be read again and show the change nobody announced)."""
+    app = create_app(settings.model_copy(update={"cache_max_mb": 1}))
+    async with LifespanManager(app) as manager, asgi_client(manager.app) as anon:
+        assert await settled(anon) == "subscribed"
+        assert (await anon.get("/country/XC")).status_code == 200  # read all along
+        assert (await anon.get("/country/xcc")).status_code == 200  # read once
+        with triggers_disabled(probe):
+            sql(probe, UNANNOUNCED[0])
+        for n in range(2000):  # ~3 MB of entries through a 1 MiB cache
+            assert (await anon.get(f"/country?q=cache+probe&offset={n}")).status_code == 200
+            if n % 50 == 0:
+                assert (await anon.get("/country/XC")).json()["official_name"] is None
+        assert len(app.state.cache) < 2000  # it did evict
+        assert (await anon.get("/country/XC")).json()["official_name"] is None  # kept
+        assert (await anon.get("/country/xcc")).json()["official_name"] == "Unannounced"
 
 
 # --- the cache off ---------------------------------------------------------------------

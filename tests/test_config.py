@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from devtools.embedded_pg import free_port
 from src.cli import settings_error_line
 from src.config import PROJECT_ROOT, Settings, SettingsError, read_settings
-from tests.helpers import pipenv_project, pipenv_run
+from tests.helpers import child_env, one_line_failure, pipenv_project, pipenv_run, run_python
 
 pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
 
@@ -117,6 +118,25 @@ def test_database_url_is_checked_when_read(env, url, problem):
     env.setenv("DATABASE_URL", url)
     with pytest.raises(SettingsError, match=problem):
         read_settings(_env_file=None)
+
+
+SECRET = "Zq9Secret@Pw_7731"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("alembic_pg_guard", "migrate"), ("devtools.start",), ("src.serve",)],
+    ids=["migrate", "start", "serve"],
+)
+def test_a_password_with_an_unencoded_at_is_refused_without_showing_it(command):
+    """SQLAlchemy ends the password at its first '@': the rest was taken for the host and
+    shown in "cannot reach the database at Pw_7731@127.0.0.1:<port>"."""
+    url = f"postgresql://user:{SECRET}@127.0.0.1:{free_port()}/db"
+    env = child_env(DATABASE_URL=url, API_PORT=str(free_port()))
+    proc = run_python("-m", *command, cwd=PROJECT_ROOT, env=env, timeout=60)
+    assert "unencoded '@'" in one_line_failure(proc)
+    for part in SECRET.split("@"):
+        assert part not in proc.stdout + proc.stderr
 
 
 def test_env_example_documents_every_setting():

@@ -2,12 +2,25 @@
 
 import json
 import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
-from src.config import Settings
+from devtools.embedded_pg import free_port
+from src.config import PROJECT_ROOT, Settings
 from src.logs import RequestContext, configure_logging
+from tests.helpers import child_env, eventually, wait_for
+
+# A forged access line after %0A, then CR, ESC (a terminal colour) and U+2028 (a line
+# separator to str.splitlines and JavaScript).
+FORGED_PATH = (
+    "/nowhere%0A2026-01-01T00:00:00.000000Z%20%5Binfo%20%20%20%20%20%5D%20POST%20/country"
+    "%20201%20FORGED%0D%1B%5B31m%E2%80%A8"
+)
 
 
 def by_logger(lines: list[str]) -> dict[str, dict]:
@@ -104,3 +117,60 @@ async def test_text_lines_are_readable_and_carry_the_id(client, log_lines):
     assert "GET /country/GB 200" in line
     assert "request_id=text-1" in line and "route=/country/{code}" in line
     assert not line.lstrip().startswith("{")
+
+
+async def test_text_lines_escape_control_characters(client, log_lines):
+    """One access line per request whatever its path; ESC, CR and the rest escaped in the
+    access line and in every other record's message and fields (before: a forged line)."""
+    lines = log_lines("text")
+    await client.get(FORGED_PATH)
+    logging.getLogger("src.test").warning(
+        "saw %s", "a\nb\x1b\x85\u202e", extra={"agent": "x\ry\u2029"}
+    )
+    (access, other) = [line for line in lines() if "[httpx]" not in line]
+    assert "[src.access]" in access and "FORGED" in access
+    assert "/nowhere\\n2026-01-01T00:00:00.000000Z [info     ] POST" in access
+    assert "FORGED\\r\\x1b[31m\\u2028 " in access
+    assert "saw a\\nb\\x1b\\x85\\u202e" in other and "agent=x\\ry\\u2029" in other
+
+
+async def test_json_lines_escape_what_json_allows_raw(client, log_lines):
+    """orjson escapes C0 only: C1, DEL, U+2028/9 and bidi controls are escaped too."""
+    lines = log_lines("json")
+    await client.get(FORGED_PATH + "%7F%C2%85%E2%80%AE")
+    (access,) = [line for line in lines() if '"httpx"' not in line]
+    assert access.isascii()
+    record = json.loads(access)
+    assert record["message"].endswith("FORGED\r\x1b[31m\u2028\x7f\x85\u202e 404")
+
+
+@pytest.mark.slow  # a server process
+def test_a_served_forged_path_is_one_escaped_line(migrated, database_url, tmp_path: Path):
+    """`python -m src.serve` with LOG_FORMAT=text, a raw request whose path has %0A, %0D
+    and %1B: exactly one access line for it, those written as \\n, \\r, \\x1b."""
+    port = free_port()
+    env = child_env(database_url, API_HOST="127.0.0.1", API_PORT=str(port), LOG_FORMAT="text")
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "src.serve"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", proc)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(f"GET {FORGED_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert sock.recv(65536).startswith(b"HTTP/1.1 ")
+            eventually(lambda: b"FORGED" in log.read_bytes(), "the access line")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    text = log.read_bytes().decode()
+    assert "\x1b" not in text and "\r" not in text
+    (line,) = [line for line in text.splitlines() if "FORGED" in line]
+    assert "[src.access]" in line
+    assert "/nowhere\\n2026-01-01T00:00:00.000000Z [info     ] POST /country 201" in line
+    assert "FORGED\\r\\x1b[31m\\u2028 404" in line

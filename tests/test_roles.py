@@ -2,6 +2,7 @@
 
 import pytest
 from alembic_pg_guard import GuardError
+from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -9,7 +10,8 @@ from sqlalchemy.pool import NullPool
 
 from src.config import Settings
 from src.db import Database
-from tests.helpers import APP_ROLE, fresh_database, upgrade, url_string
+from src.main import create_app
+from tests.helpers import APP_ROLE, asgi_client, fresh_database, upgrade, url_string
 
 
 def app_engine(settings: Settings) -> Engine:
@@ -55,6 +57,7 @@ async def test_the_api_logs_in_as_its_own_unprivileged_role(settings: Settings, 
         "SELECT rolpassword FROM pg_authid",
         "COPY (SELECT 1) TO PROGRAM 'true'",
         "CREATE ROLE intruder",
+        "CREATE TEMP TABLE intruder (id int)",
         "UPDATE alembic_version SET version_num = version_num",
         "DELETE FROM alembic_version",
     ],
@@ -135,3 +138,68 @@ def test_an_unknown_role_without_a_password_is_one_line(settings: Settings, migr
     )
     with pytest.raises(GuardError, match="does not exist: set POSTGRES_APP_PASSWORD"):
         upgrade(ghost)
+
+
+def role_settings(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(
+            conn.scalars(
+                text(
+                    "SELECT unnest(setconfig) FROM pg_db_role_setting s "
+                    "JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = :r"
+                ),
+                {"r": APP_ROLE},
+            )
+        )
+
+
+async def show(settings: Settings, name: str) -> str:
+    """A setting as the API's pooled connections have it (fresh ones: a new pool)."""
+    database = Database(settings)
+    try:
+        return await database.write(lambda conn: conn.exec_driver_sql(f"SHOW {name}").scalar())
+    finally:
+        await database.dispose()
+
+
+async def test_settings_the_role_gives_itself_are_overridden_noticed_and_reset(
+    settings: Settings, migrated: Engine
+):
+    app_role = app_engine(settings)
+    with app_role.begin() as conn:  # a role may alter its own settings
+        conn.exec_driver_sql("ALTER ROLE CURRENT_USER SET statement_timeout = 1")
+    try:
+        assert await show(settings, "statement_timeout") == "30s"  # the app's own wins
+        async with LifespanManager(create_app(settings)) as manager:
+            async with asgi_client(manager.app) as client:
+                assert (await client.get("/country/GB")).status_code == 200
+                ready = await client.get("/ready")
+                assert ready.status_code == 503, ready.text
+                assert ready.json()["detail"] == (
+                    f"role {APP_ROLE} has its own setting statement_timeout=1: "
+                    "run `pipenv run migrate` to reset it"
+                )
+                with app_role.begin() as conn:  # for this database only, too
+                    database = conn.scalar(text("SELECT current_database()"))
+                    conn.exec_driver_sql(
+                        f'ALTER ROLE CURRENT_USER IN DATABASE "{database}" '
+                        "SET default_transaction_read_only = on"
+                    )
+                assert await show(settings, "transaction_read_only") == "off"
+
+                assert "up to date" in upgrade(settings)
+                assert role_settings(migrated) == []
+                assert (await client.get("/ready")).status_code == 200
+    finally:
+        upgrade(settings)
+
+
+def test_migrate_resets_a_password_the_role_set_itself(settings: Settings, migrated: Engine):
+    with app_engine(settings).begin() as conn:
+        conn.exec_driver_sql("ALTER ROLE CURRENT_USER PASSWORD 'chosen-by-the-api'")
+    try:
+        with pytest.raises(OperationalError, match="password authentication failed"):
+            app_engine(settings).connect()
+    finally:
+        upgrade(settings)
+    assert pgcode(app_engine(settings), "SELECT 1") is None

@@ -280,3 +280,28 @@ def test_a_bad_limit_is_one_line(name):
         timeout=60,
     )
     assert name in one_line_failure(proc)
+
+
+MALFORMED = {
+    "CL+TE": b"POST /country HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two-CL": b"POST /country HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    b"Content-Length: 3\r\n\r\n{}",
+    "obs-fold": b"GET /country/GB HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "bare-LF": b"GET /country/GB HTTP/1.1\nHost: x\n\n",
+    "bad-method": b"G@T /country/GB HTTP/1.1\r\nHost: x\r\n\r\n",
+    "no-Host": b"GET /country/GB HTTP/1.1\r\n\r\n",
+}
+
+
+def test_malformed_requests_get_400_with_the_json_body(server):
+    """What the parser refuses, and HTTP/1.1 without a Host (RFC 9112): 400 with the JSON
+    error body, nosniff and a request ID (before: uvicorn's plain text, or 200 for no Host)."""
+    for case, request in MALFORMED.items():
+        with server.connect() as sock:
+            send_quietly(sock, request)
+            status, headers, body = read_response(sock)
+        assert status == 400, case
+        assert headers["content-type"] == "application/json", case
+        assert json.loads(body)["code"] == "bad_request", case
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-request-id"], case

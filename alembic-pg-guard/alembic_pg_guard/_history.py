@@ -375,22 +375,81 @@ def sync_to(conn: Connection, code: CodeHistory, heads: Iterable[str]) -> None:
             record_applied(conn, code, rev.revision, note="stamped")
 
 
+def _suspect(code: CodeHistory, rows: Mapping[str, Recorded]) -> bool:
+    """A row that a stamp wrote, or of a code revision whose file changed since."""
+    return any(
+        row.note == STAMPED or (r in code.revisions and changed(code.revisions[r], row))
+        for r, row in rows.items()
+    )
+
+
+def _recorded_below(heads: Iterable[str], recorded: Mapping[str, Recorded]) -> set[str]:
+    """`heads` and what the database recorded under them (its down_revisions, walked)."""
+    seen: set[str] = set()
+    todo = list(heads)
+    while todo:
+        rev = todo.pop()
+        if rev not in seen:
+            seen.add(rev)
+            todo.extend(recorded[rev].down if rev in recorded else ())
+    return seen
+
+
+def ahead_problem(
+    code: CodeHistory, heads: Iterable[str], recorded: Mapping[str, Recorded]
+) -> str | None:
+    """None when a database at `heads` (not the code's) is ahead of the code along the code's
+    own history, as in a rolling deploy once the new release migrated: the code's heads were
+    applied with the code's chain hashes, and every database head descends from one."""
+    heads = set(heads)
+    mismatch = (
+        f"schema mismatch: database at {', '.join(sorted(heads)) or 'empty'}, "
+        f"code expects {', '.join(sorted(code.heads))}"
+    )
+    if heads <= code.revisions.keys():
+        return f"{mismatch} (behind: run `{code.hints.migrate}`)"
+    applied = all(
+        h in recorded and recorded[h].chain_hash == code.revisions[h].chain_hash for h in code.heads
+    )
+    below = {h: _recorded_below([h], recorded) for h in heads}
+    if (
+        not applied
+        or not all(code.heads & b for b in below.values())
+        or not code.heads <= set().union(*below.values())
+    ):
+        return (
+            f"{mismatch} (diverged: the history the database recorded does not lead from the "
+            "code's head to the database's; or a revision file was removed)"
+        )
+    rows = {r: recorded[r] for r in set().union(*below.values()) if r in recorded}
+    if not _suspect(code, rows):
+        return None
+    if problem := edit_problem(code, code.heads, recorded) or stamp_problem(
+        code, code.heads, recorded
+    ):
+        return problem
+    newer = sorted(r for r, row in rows.items() if row.note == STAMPED)
+    return (
+        f"revision {', '.join(newer)}, above the code's head, was stamped, not applied "
+        "(`alembic stamp`): the release that has it refuses it too; apply or verify it there"
+    )
+
+
 def ready_problem(conn: Connection, code: CodeHistory, heads: set[str]) -> str | None:
     """For /ready (read-only, the API's role): why this database, at `heads` (read by the
-    caller), did not apply the code's history, applied a revision since edited, or was
-    only stamped. One read of the table when all is well."""
+    caller), is not ready for the code: behind or diverged from it (ahead along the code's
+    history is ready: `ahead_problem`), did not apply the code's history, applied a
+    revision since edited, or was only stamped. One read of the table when all is well."""
     recorded = read_recorded(conn)
+    if heads != code.heads:
+        return ahead_problem(code, heads, recorded or {})
     if not recorded:  # migrated before the fingerprints: nothing to compare yet
         return None
     hashes = {r: row.chain_hash for r, row in recorded.items()}
     chain_ok = all(
         h in code.revisions and hashes.get(h) == code.revisions[h].chain_hash for h in heads
     )
-    content_ok = not any(
-        row.note == STAMPED or (r in code.revisions and changed(code.revisions[r], row))
-        for r, row in recorded.items()
-    )
-    if chain_ok and content_ok:
+    if chain_ok and not _suspect(code, recorded):
         return None
     return edit_problem(code, heads, recorded) or stamp_problem(code, heads, recorded)
 

@@ -3,8 +3,9 @@
 The runner logs in as the schema owner and, under the migration lock, makes the
 app role (GuardSettings.app_role) a login role that may only read and write the app's rows: DML on
 every table and sequence of the schema, now and later (default privileges), read-only on
-`alembic_version` and `alembic_version_history` (which /ready reads), no DDL. Every
-statement is idempotent, so each run repairs drift.
+`alembic_version` and `alembic_version_history` (which /ready reads), no DDL, no temporary
+tables, no role-level settings. Every statement is idempotent, so each run repairs drift,
+the password and any `ALTER ROLE ... SET` the role ran on itself included.
 """
 
 from sqlalchemy import Connection, text
@@ -65,17 +66,24 @@ def _ensure(conn: Connection, app_role: AppRole, hints: Hints) -> str:
             f"role {app!r} ({hints.app_user_setting}) does not exist: set "
             f"{hints.app_password_setting} so that migrations create it, or create it yourself"
         )
-    if password is not None:
+    database = _quote(conn, conn.scalar(text("SELECT current_database()")))
+    if password is not None:  # the runner keeps the role; without, whoever created it does
         # psycopg2 binds the password client-side: utility statements take no parameters.
         verb = "CREATE" if role is None else "ALTER"
         conn.exec_driver_sql(
             f"{verb} ROLE {q_app} WITH LOGIN PASSWORD %(password)s",
             {"password": password},
         )
-    database = _quote(conn, conn.scalar(text("SELECT current_database()")))
+        # A role may ALTER ROLE itself ... SET (and PASSWORD): it keeps no settings of its own.
+        conn.exec_driver_sql(f"ALTER ROLE {q_app} RESET ALL")
+        conn.exec_driver_sql(f"ALTER ROLE {q_app} IN DATABASE {database} RESET ALL")
     schema, q_owner = _quote(conn, SCHEMA), _quote(conn, owner)
     dml = "SELECT, INSERT, UPDATE, DELETE"
     for statement in (
+        # Temporary tables are DDL too; PUBLIC has TEMPORARY on every new database.
+        f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC, {q_app}",
+        f"GRANT TEMPORARY ON DATABASE {database} TO {q_owner}",
+        f"REVOKE CREATE ON SCHEMA {schema} FROM {q_app}",
         f"GRANT CONNECT ON DATABASE {database} TO {q_app}",
         f"GRANT USAGE ON SCHEMA {schema} TO {q_app}",
         f"GRANT {dml} ON ALL TABLES IN SCHEMA {schema} TO {q_app}",

@@ -19,13 +19,23 @@ from alembic_pg_guard._errors import GuardError
 DEFAULT_LOCK_ID = 7_316_092_511_004_761_345
 
 
+# SQLAlchemy and libpq end a URL's password at its first '@': the rest would be taken for
+# the host, and shown in every message naming it. Refused, never guessed (libpq would not).
+UNENCODED_AT = "has an unencoded '@' in its user or password: percent-encode it as %40"
+
+
 def sync_url(value: URL | str) -> URL:
     """`value` with psycopg2 as its driver, which the guard runs on (postgresql://,
-    +asyncpg and +psycopg URLs alike); anything else is a one-line GuardError."""
+    +asyncpg and +psycopg URLs alike); anything else is a one-line GuardError (that never
+    shows the URL: it holds a password)."""
+    if isinstance(value, str) and value.count("@") > 1:
+        raise GuardError(f"the database URL {UNENCODED_AT}")
     try:
         url = make_url(value) if isinstance(value, str) else value
     except Exception:  # sqlalchemy raises ArgumentError or ValueError for a malformed URL
-        raise GuardError(f"{str(value)[:60]!r} is not a database URL") from None
+        raise GuardError("the database URL is not one like postgresql://user:pw@host/db") from None
+    if "@" in (url.host or ""):
+        raise GuardError(f"the database URL {UNENCODED_AT}")
     if not url.drivername.startswith("postgresql"):
         raise GuardError(
             f"the database URL is {url.drivername}://..., not postgresql://: the guard "

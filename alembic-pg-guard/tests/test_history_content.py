@@ -364,3 +364,58 @@ def test_verify_says_how_to_apply_an_edit_the_database_lacks(project: Project, e
         "(`alembic downgrade base`, then migrate) or restore its file as it was applied, or "
         "fix the schema by hand, then verify again"
     )
+
+
+THIRD = (
+    SECOND.replace('"""gadget note"""', '"""gadget colour"""')
+    .replace('revision = "bbbb00000002"', 'revision = "cccc00000003"')
+    .replace('"note"', '"colour"')
+)
+
+
+def test_ready_when_the_database_is_ahead_along_the_codes_history(project: Project, engine: Engine):
+    """A rolling deploy: the new release applied bbbb, the old code (aaaa only) still runs.
+    Ready while the database's history leads from the code's head to its own; not when
+    that history diverged, the database is behind, or the code's revision was edited."""
+    add_second(project)
+    upgrade(config(project))
+    second = project.versions / "bbbb00000002_note.py"
+    second.unlink()
+    assert probe(engine, config(project)) is None
+
+    third = project.versions / "cccc00000003_colour.py"
+    third.write_text(THIRD)  # the code's own cccc on aaaa: the database's bbbb is not below it
+    diverged = probe(engine, config(project))
+    assert diverged is not None and "\n" not in diverged
+    assert diverged.startswith(
+        "schema mismatch: database at bbbb00000002, code expects cccc00000003 (diverged"
+    ), diverged
+
+    second.write_text(SECOND)
+    third.write_text(
+        THIRD.replace('down_revision = "aaaa00000001"', 'down_revision = "bbbb00000002"')
+    )
+    assert probe(engine, config(project)) == (
+        "schema mismatch: database at bbbb00000002, code expects cccc00000003 "
+        "(behind: run `python -m alembic_pg_guard migrate`)"
+    )
+
+    second.unlink()
+    third.unlink()
+    (project.versions / "aaaa00000001_gadget.py").write_text(EDITED)
+    edited = probe(engine, config(project))
+    assert edited is not None and edited.startswith(
+        "revision aaaa00000001 (gadget) was changed after it was applied"
+    ), edited
+
+
+def test_a_stamped_revision_above_the_codes_head_is_not_ready(project: Project, engine: Engine):
+    """The newer release stamped bbbb instead of applying it: the old code refuses it too."""
+    upgrade(config(project))
+    add_second(project)
+    command.stamp(config(project), "head")
+    (project.versions / "bbbb00000002_note.py").unlink()
+    stamped = probe(engine, config(project))
+    assert stamped is not None and stamped.startswith(
+        "revision bbbb00000002, above the code's head, was stamped, not applied"
+    ), stamped

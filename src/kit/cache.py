@@ -80,6 +80,14 @@ class ResponseCache:
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task | None = None
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def held_bytes(self) -> int:
+        """What the kept entries hold, as counted against CACHE_MAX_MB."""
+        return self._bytes
+
     @property
     def subscribed(self) -> bool:
         # is_closed() turns true when the socket closes, before asyncpg's callbacks run.
@@ -92,7 +100,11 @@ class ResponseCache:
         return "subscribed" if self.subscribed else "not subscribed"
 
     def get(self, key: Key) -> Cached | None:
-        return self._entries.get(key) if self.subscribed else None
+        """The entry, now the most recently used (eviction takes the least recently used)."""
+        if not self.subscribed or (entry := self._entries.pop(key, None)) is None:
+            return None
+        self._entries[key] = entry
+        return entry
 
     def ticket(self) -> int | None:
         """Taken before a read: the generation it may store under (None: it may not)."""
@@ -106,7 +118,7 @@ class ResponseCache:
             return
         if (old := self._entries.pop(key, None)) is not None:
             self._bytes -= old.size(key)
-        while self._bytes + size > self._max_bytes:  # the oldest entries go first
+        while self._bytes + size > self._max_bytes:  # the least recently used go first
             oldest = next(iter(self._entries))
             self._bytes -= self._entries.pop(oldest).size(oldest)
         self._entries[key] = entry

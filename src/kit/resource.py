@@ -5,12 +5,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from sqlalchemy import MetaData
 
 from src.db import T, Work
 from src.kit import cache, openapi
-from src.kit.deps import database
+from src.kit.bodies import StrictJsonRoute
+from src.kit.deps import database, known_query
 from src.kit.responses import json_with_etag
 from src.kit.triggers import CACHED
 
@@ -29,7 +30,12 @@ class Resource:
     router: APIRouter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.router = APIRouter(prefix=self.prefix, tags=[self.name])
+        self.router = APIRouter(
+            prefix=self.prefix,
+            tags=[self.name],
+            dependencies=[Depends(known_query)],
+            route_class=StrictJsonRoute,  # duplicate JSON keys: 422
+        )
 
     @property
     def words(self) -> dict[int, str]:

@@ -6,7 +6,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from src.errors import database_unavailable, error_response
+from src.config import Settings
+from src.errors import database_unavailable, error_response, log_refused_login
 from src.kit.deps import database
 from src.kit.openapi import errors
 
@@ -22,34 +23,53 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _schema_state(code: CodeHistory):
-    """The database's heads and, when they are the code's, why its history is not."""
+def _schema_problem(code: CodeHistory):
+    """Why the database's schema is not ready for the code, or None (alembic-pg-guard)."""
 
-    def read(conn: Connection) -> tuple[set[str], str | None]:
+    def read(conn: Connection) -> str | None:
         heads = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
-        return heads, (ready_problem(conn, code, heads) if heads == code.heads else None)
+        return ready_problem(conn, code, heads)
+
+    return read
+
+
+# ALTER ROLE ... SET and ALTER ROLE ... IN DATABASE ... SET, which a role may run on itself.
+ROLE_SETTINGS = text(
+    "SELECT c FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole, "
+    "unnest(s.setconfig) c WHERE r.rolname = :role AND s.setdatabase IN "
+    "(0, (SELECT oid FROM pg_database WHERE datname = current_database())) ORDER BY c LIMIT 1"
+)
+
+
+def _role_problem(settings: Settings):
+    """A setting of the API's own role: `migrate` gives it none, and resets any."""
+
+    def read(conn: Connection) -> str | None:
+        role = settings.postgres_app_user
+        setting = role and conn.scalar(ROLE_SETTINGS, {"role": role})
+        if not setting:
+            return None
+        return f"role {role} has its own setting {setting}: run `pipenv run migrate` to reset it"
 
     return read
 
 
 @router.get("/ready", responses=errors())
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: the database answers, its schema is exactly the code's Alembic head, and
-    it applied the code's history (alembic-pg-guard: not one edited below its head)."""
+    """Readiness: the database answers and applied the code's history (alembic-pg-guard:
+    not one edited below its head). Its schema is the code's head, or ahead of it along
+    that history: in a rolling deploy the old replicas stay ready once the new one migrates."""
     code: CodeHistory = request.app.state.code_history
-    code_heads = set(code.heads)
     try:
         # Not through the gate: a loaded app keeps one pooled connection for this probe.
-        db_heads, edited = await database(request).probe(_schema_state(code))
-    except (SQLAlchemyError, OSError, TimeoutError):
+        problem = await database(request).probe(_schema_problem(code))
+        role = await database(request).probe(_role_problem(request.app.state.settings))
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        log_refused_login(request, exc)  # a probed-only replica says why it is not ready
         return database_unavailable("database unavailable")
-    if edited:
-        return error_response(503, edited)
-    if db_heads != code_heads:
-        found = ", ".join(sorted(db_heads)) or "empty"
-        expected = ", ".join(sorted(code_heads))
-        return error_response(503, f"schema mismatch: database at {found}, code expects {expected}")
-    revision = ", ".join(sorted(code_heads))
+    if problem or role:
+        return error_response(503, problem or role)
+    revision = ", ".join(sorted(code.heads))
     # Information only: with the cache bypassed or off, reads still answer correctly.
     cache = request.app.state.cache.state
     return JSONResponse({"status": "ready", "revision": revision, "cache": cache})

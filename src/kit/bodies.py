@@ -1,0 +1,48 @@
+"""Request bodies as strict JSON: an object that names a key twice is refused (422), not
+read as its last value, which another parser of the same bytes may not agree with."""
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+class StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = json.loads(body, object_pairs_hook=_unique_keys)
+            except DuplicateKey as exc:
+                # FastAPI answers its JSON decode errors with a 422 (RequestValidationError).
+                text = body.decode("utf-8", "replace")
+                raise json.JSONDecodeError(f"duplicate key {exc.args[0]!r}", text, 0) from None
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose handler reads its JSON body with StrictJsonRequest (FastAPI's way to
+    change how a body is parsed: a custom route class)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict
