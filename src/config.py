@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     request_read_timeout_seconds: float = Field(default=10, gt=0)
     keep_alive_timeout_seconds: float = Field(default=5, gt=0)
     max_concurrent_requests: int = Field(default=100, ge=1)
+    # On SIGTERM, how long requests in flight and open connections may take to finish
+    # (src/drain.py); an orchestrator's grace period (Kubernetes') must be longer.
+    drain_timeout_seconds: float = Field(default=20, gt=0)
+    # Open connections per process (idle keep-alive ones too); past it a canned 503.
+    max_connections: int = Field(default=256, ge=1)
     # The app's connection pool (per process); see docs/performance.md for the defaults.
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)

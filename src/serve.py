@@ -6,11 +6,12 @@ import sys
 import uuid
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.main import STARTUP_FAILURE
 
 from src.cli import CommandFailure, fail_on_errors
 from src.config import PROJECT_ROOT, Settings, read_settings
-from src.errors import ErrorBody
+from src.drain import DrainingServer, KeepIdleOpenOnShutdown
+from src.errors import RETRY_AFTER_SECONDS, ErrorBody
 from src.logs import configure_logging
 from src.main import create_app
 
@@ -32,7 +33,7 @@ def _error_bytes(status: int, reason: str, code: str, detail: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class BoundedHttpTools(HttpToolsProtocol):
+class BoundedHttpTools(KeepIdleOpenOnShutdown):
     """uvicorn's httptools protocol with the bounds it lacks: headers over `max_header_bytes`
     get 431 before buffering; a request not whole within `read_timeout` gets 408 or a close."""
 
@@ -152,14 +153,89 @@ class BoundedHttpTools(HttpToolsProtocol):
             self.transport.close()
 
 
+# At most one warning this often about connections refused past MAX_CONNECTIONS.
+REFUSAL_LOG_INTERVAL_SECONDS = 10.0
+
+
+class CappedHttpTools(BoundedHttpTools):
+    """At most `max_connections` open connections per process (idle keep-alive ones too):
+    past it, a connection gets a canned 503 with Retry-After and the JSON error body the
+    moment it is accepted, and is closed, without a parser, a request or the app. Requests
+    otherwise wait unseen in the accept queue and the event loop (docs/edge.md)."""
+
+    max_connections = 256
+    _refused = False
+    _refusals = 0  # since the last warning, over every connection (a class attribute)
+    _refusal_logged_at = -REFUSAL_LOG_INTERVAL_SECONDS
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            self._refuse_connection(transport)
+            return
+        super().connection_made(transport)
+
+    def _refuse_connection(self, transport: asyncio.Transport) -> None:
+        """Answer 503 and close, reading nothing (not counted in `connections`)."""
+        self._refused = True
+        self.transport = transport
+        transport.write(_busy_bytes(self.max_connections))
+        if transport.can_write_eof():
+            # Close our side, then drop what the client sends until it closes (or a short
+            # while): closing with its request unread would reset, and lose our answer.
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+        self._count_refusal()
+
+    def _count_refusal(self) -> None:
+        cls = type(self)
+        cls._refusals += 1
+        now = self.loop.time()
+        if now - cls._refusal_logged_at >= REFUSAL_LOG_INTERVAL_SECONDS:
+            self.logger.warning(
+                "refused %d connection(s) past MAX_CONNECTIONS=%d with 503",
+                cls._refusals,
+                self.max_connections,
+            )
+            cls._refusals = 0
+            cls._refusal_logged_at = now
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def eof_received(self) -> None:  # a refused connection: the transport closes itself
+        if not self._refused:
+            super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._refused:
+            super().connection_lost(exc)
+
+
+def _busy_bytes(max_connections: int) -> bytes:
+    """The canned 503 of a connection past MAX_CONNECTIONS: the JSON error body, Retry-After."""
+    response = _error_bytes(
+        503,
+        "Service Unavailable",
+        "service_unavailable",
+        f"server busy ({max_connections} connections open), retry shortly",
+    )
+    return response.replace(
+        b"\r\n\r\n", f"\r\nretry-after: {RETRY_AFTER_SECONDS}\r\n\r\n".encode(), 1
+    )
+
+
 def protocol_for(settings: Settings) -> type[BoundedHttpTools]:
     """The HTTP protocol class with these settings' limits."""
     return type(
         "BoundedHttpTools",
-        (BoundedHttpTools,),
+        (CappedHttpTools,),
         {
             "max_header_bytes": settings.max_header_bytes,
             "read_timeout": settings.request_read_timeout_seconds,
+            "max_connections": settings.max_connections,
         },
     )
 
@@ -170,6 +246,7 @@ def server_options(settings: Settings) -> dict[str, object]:
         "host": settings.api_host,
         "port": settings.api_port,
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
+        "timeout_graceful_shutdown": settings.drain_timeout_seconds,  # then tasks are cancelled
         # uvicorn's limit_concurrency counts idle keep-alive connections and answers a
         # plain-text 503 without Retry-After: the app's ConcurrencyLimit does it instead.
         "limit_concurrency": None,
@@ -194,7 +271,15 @@ def serve(settings: Settings, reload: bool = False) -> None:
             **options,  # type: ignore[arg-type]
         )
         return
-    uvicorn.run(create_app(settings), http=protocol_for(settings), **options)  # type: ignore[arg-type]
+    app = create_app(settings)
+    config = uvicorn.Config(app, http=protocol_for(settings), **options)  # type: ignore[arg-type]
+    server = DrainingServer(config, drain=app.state.drain)  # uvicorn.run, with the drain flag
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn re-raises it once drained
+        pass
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def __getattr__(name: str) -> type[BoundedHttpTools]:

@@ -17,7 +17,7 @@ import pytest
 
 from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT
-from tests.helpers import API_KEY, child_env, one_line_failure, wait_for
+from tests.helpers import API_KEY, child_env, eventually, one_line_failure, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: pipenv run test-all
 
@@ -305,3 +305,40 @@ def test_malformed_requests_get_400_with_the_json_body(server):
         assert headers["content-type"] == "application/json", case
         assert json.loads(body)["code"] == "bad_request", case
         assert headers["x-content-type-options"] == "nosniff" and headers["x-request-id"], case
+
+
+def get_on(sock: socket.socket, path: str = "/country/GB") -> tuple[int | None, dict, bytes]:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return read_response(sock)
+
+
+def test_past_max_connections_a_connection_gets_a_canned_503(migrated, database_url):
+    """MAX_CONNECTIONS=3 and three idle keep-alive connections: a fourth gets 503 with
+    Retry-After and the JSON error body, and is closed; the three are still served, and
+    once one closes, a new connection is served (before: every connection was served)."""
+    with served(database_url, MAX_CONNECTIONS="3", KEEP_ALIVE_TIMEOUT_SECONDS="60") as server:
+
+        def served_connection() -> socket.socket | None:
+            sock = server.connect()  # the start-up probe's may not be gone yet: retry
+            if get_on(sock)[0] == 200:
+                return sock
+            sock.close()
+            return None
+
+        held = [eventually(served_connection, "a served connection") for _ in range(3)]
+        with server.connect() as fourth:
+            status, headers, body = get_on(fourth)
+            assert status == 503
+            assert headers["retry-after"].isdigit()
+            assert headers["content-type"] == "application/json"
+            assert headers["connection"] == "close"
+            assert headers["x-request-id"]
+            assert json.loads(body)["code"] == "service_unavailable"
+            fourth.settimeout(PATIENCE_SECONDS)
+            assert is_closed(fourth) or fourth.recv(1) == b""  # closed by the server
+        assert [get_on(sock)[0] for sock in held] == [200, 200, 200]
+        held.pop().close()
+        replacement = eventually(served_connection, "a connection served after one closed")
+        assert get_on(replacement, "/country/FR")[0] == 200
+        for sock in [*held, replacement]:
+            sock.close()
