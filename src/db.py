@@ -17,7 +17,7 @@ from src.tls import asyncpg_ssl
 
 POOL_TIMEOUT_SECONDS = 10
 COMMAND_TIMEOUT_SECONDS = 30
-# Sent in the startup packet: they win over the role's and the database's settings.
+# Set on each new connection: they win over the role's and the database's settings.
 SESSION_SETTINGS = {
     "search_path": "public",  # the tables' unqualified names
     "statement_timeout": f"{COMMAND_TIMEOUT_SECONDS}s",  # asyncpg's bound, enforced by the server
@@ -71,17 +71,25 @@ async def _run(connect: Connect, work: Work[T]) -> T:
         return await conn.run_sync(work)
 
 
+def _pin_settings(dbapi_connection, connection_record) -> None:
+    """The session settings the app relies on, on each new connection, so that role-level
+    ones (a role may ALTER ROLE itself ... SET) cannot change them. A query, not startup
+    parameters: PgBouncer refuses startup parameters it does not know."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute(
+        "SELECT "
+        + ", ".join(f"set_config('{k}', '{v}', false)" for k, v in SESSION_SETTINGS.items())
+    )
+    cursor.close()
+
+
 def connect_args(settings: Settings) -> dict[str, object]:
-    """asyncpg's arguments: fail fast (503) rather than hang; TLS when configured; the
-    session settings the app relies on, set at connect so that role-level ones (a role may
-    ALTER ROLE itself ... SET) cannot change them; behind a transaction pooler, which
-    refuses them, no prepared-statement caches instead (docs/production.md)."""
+    """asyncpg's arguments: fail fast (503) rather than hang; TLS when configured; behind
+    a transaction pooler, no prepared-statement caches (docs/production.md)."""
     args: dict[str, object] = {"timeout": 5, "command_timeout": COMMAND_TIMEOUT_SECONDS}
     if (ssl := asyncpg_ssl(settings.app_tls)) is not None:
         args["ssl"] = ssl
-    if not settings.db_transaction_pooler:
-        args["server_settings"] = SESSION_SETTINGS
-    else:
+    if settings.db_transaction_pooler:
         args |= {
             "statement_cache_size": 0,
             "prepared_statement_cache_size": 0,
@@ -104,6 +112,8 @@ class Database:
             connect_args=connect_args(settings),
         )
         event.listen(self.autocommit.sync_engine, "checkout", _replace_if_closed)
+        if not settings.db_transaction_pooler:  # there a SET would reach other clients
+            event.listen(self.autocommit.sync_engine, "connect", _pin_settings)
         self.transactional = self.autocommit.execution_options(isolation_level="READ COMMITTED")
         self.pooled = settings.db_transaction_pooler
         # One connection fewer than the pool holds: kept for `probe()` (the /ready check),

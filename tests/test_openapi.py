@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterator
 
 import httpx
@@ -74,10 +75,32 @@ def api_schema(live_server: str):
     return schemathesis.openapi.from_url(f"{live_server}/openapi.json")
 
 
+def assigned(text: str) -> str:
+    """`text` without unassigned or private-use code points outside the first plane (rules in
+    the descriptions that a pattern cannot share with browsers: their Unicode differs)."""
+    return "".join("x" if unicodedata.category(c) in ("Cn", "Co") else c for c in text)
+
+
+def with_letter(text: str) -> str:
+    """A name's letter or digit (Unicode L or N), which the description states: its first
+    character that trimming keeps becomes one."""
+    if any(unicodedata.category(c)[0] in "LN" for c in text):
+        return text
+    kept = next((i for i, c in enumerate(text) if not (c.isspace() or c == "\x85")), None)
+    return text if kept is None else text[:kept] + "x" + text[kept + 1 :]
+
+
 def map_case(context: HookContext, case: Case) -> Case:
-    """The two rules OpenAPI cannot state (both in the parameters' descriptions), taught to
-    the fuzzer instead of relaxing the check: a cursor is one the API issues (the encoding
-    of a sort key, not any base64url text), and a non-zero offset does not go with it."""
+    """The rules OpenAPI cannot state (all in the descriptions), taught to the fuzzer instead
+    of relaxing the check: a cursor is one the API issues (the encoding of a sort key, not
+    any base64url text), and a non-zero offset does not go with it; text has no unassigned
+    code points; a name has a letter or digit."""
+    if case.query and isinstance(case.query.get("q"), str):
+        case.query["q"] = assigned(case.query["q"])
+    if isinstance(case.body, dict):
+        for field in ("name", "official_name"):
+            if isinstance(case.body.get(field), str):
+                case.body[field] = with_letter(assigned(case.body[field]))
     cursor = case.query.get("cursor") if case.query else None
     if isinstance(cursor, str) and re.fullmatch(r"[A-Za-z0-9_-]+", cursor):
         case.query["cursor"] = encode_cursor(cursor[:48])  # 64 characters at most
