@@ -89,20 +89,18 @@ def verify(cfg: Config) -> str:
 def _fixes(code: history.CodeHistory, recorded: dict, todo: list[str], alembic: str) -> str:
     """How to really apply the first stamped and the first edited revision of `todo`."""
     fixes = []
-    for what, edited in (("stamped", False), ("edited", True)):
-        found = [r for r in todo if history.changed(code.revisions[r], recorded[r]) == edited]
-        if not found:
-            continue
-        rev = code.revisions[found[0]]
-        down = ", ".join(rev.down) or "base"
-        if edited:
-            fixes.append(
-                f"apply the edited {code.name(rev.revision)} as it is now (`{alembic} "
-                f"downgrade {down}`, then migrate) or restore its file as it was applied"
-            )
-        else:
-            fixes.append(
-                f"apply the {what} {code.name(rev.revision)} (`{alembic} stamp {down}`, "
-                "then migrate)"
-            )
+    edited = [r for r in todo if history.changed(code.revisions[r], recorded[r])]
+    if stamped := [r for r in todo if r not in edited]:
+        rev = code.revisions[stamped[0]]
+        fixes.append(
+            f"apply the stamped {code.name(rev.revision)} (`{alembic} stamp "
+            f"{', '.join(rev.down) or 'base'}`, then migrate)"
+        )
+    if edited:
+        rev = code.revisions[edited[0]]
+        fixes.append(
+            f"apply the edited {code.name(rev.revision)} as it is now (`{alembic} downgrade "
+            f"{', '.join(rev.down) or 'base'}`, then migrate) or restore its file as it was "
+            "applied"
+        )
     return "; or ".join(fixes)

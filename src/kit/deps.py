@@ -26,6 +26,8 @@ def _query_names(dependant: Dependant) -> frozenset[str]:
 def known_query(request: Request) -> None:
     """Refuse query parameters the route does not declare: ignored, each would still be a
     new response cache key (a flood of them evicts real entries) and a client's typo unsaid."""
+    if not request.query_params:  # most requests: nothing to walk the route for
+        return
     known = _query_names(request.scope["route"].dependant)  # a few fields
     if unknown := sorted(set(request.query_params) - known):
         takes = ", ".join(sorted(known)) or "none"

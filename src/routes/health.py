@@ -6,7 +6,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from src.config import Settings
 from src.errors import database_unavailable, error_response, log_refused_login
 from src.kit.deps import database
 from src.kit.openapi import errors
@@ -23,16 +22,6 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _schema_problem(code: CodeHistory):
-    """Why the database's schema is not ready for the code, or None (alembic-pg-guard)."""
-
-    def read(conn: Connection) -> str | None:
-        heads = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
-        return ready_problem(conn, code, heads)
-
-    return read
-
-
 # ALTER ROLE ... SET and ALTER ROLE ... IN DATABASE ... SET, which a role may run on itself.
 ROLE_SETTINGS = text(
     "SELECT c FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole, "
@@ -41,11 +30,14 @@ ROLE_SETTINGS = text(
 )
 
 
-def _role_problem(settings: Settings):
-    """A setting of the API's own role: `migrate` gives it none, and resets any."""
+def _readiness(code: CodeHistory, role: str | None):
+    """Why the database is not ready for the code, or None: its schema (alembic-pg-guard),
+    then a setting of the API's own role (`migrate` gives it none, and resets any)."""
 
     def read(conn: Connection) -> str | None:
-        role = settings.postgres_app_user
+        heads = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+        if problem := ready_problem(conn, code, heads):
+            return problem
         setting = role and conn.scalar(ROLE_SETTINGS, {"role": role})
         if not setting:
             return None
@@ -62,13 +54,13 @@ async def ready(request: Request) -> JSONResponse:
     code: CodeHistory = request.app.state.code_history
     try:
         # Not through the gate: a loaded app keeps one pooled connection for this probe.
-        problem = await database(request).probe(_schema_problem(code))
-        role = await database(request).probe(_role_problem(request.app.state.settings))
+        role = request.app.state.settings.postgres_app_user
+        problem = await database(request).probe(_readiness(code, role))
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         log_refused_login(request, exc)  # a probed-only replica says why it is not ready
         return database_unavailable("database unavailable")
-    if problem or role:
-        return error_response(503, problem or role)
+    if problem:
+        return error_response(503, problem)
     revision = ", ".join(sorted(code.heads))
     # Information only: with the cache bypassed or off, reads still answer correctly.
     cache = request.app.state.cache.state
