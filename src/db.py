@@ -74,13 +74,12 @@ async def _run(connect: Connect, work: Work[T]) -> T:
 def _pin_settings(dbapi_connection, connection_record) -> None:
     """The session settings the app relies on, on each new connection, so that role-level
     ones (a role may ALTER ROLE itself ... SET) cannot change them. A query, not startup
-    parameters: PgBouncer refuses startup parameters it does not know."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute(
-        "SELECT "
-        + ", ".join(f"set_config('{k}', '{v}', false)" for k, v in SESSION_SETTINGS.items())
+    parameters: PgBouncer refuses startup parameters it does not know. One simple-protocol
+    round trip, before anything else runs under the role's own statement_timeout."""
+    sql = "SELECT " + ", ".join(
+        f"set_config('{k}', '{v}', false)" for k, v in SESSION_SETTINGS.items()
     )
-    cursor.close()
+    dbapi_connection.run_async(lambda conn: conn.execute(sql))
 
 
 def connect_args(settings: Settings) -> dict[str, object]:
@@ -113,7 +112,9 @@ class Database:
         )
         event.listen(self.autocommit.sync_engine, "checkout", _replace_if_closed)
         if not settings.db_transaction_pooler:  # there a SET would reach other clients
-            event.listen(self.autocommit.sync_engine, "connect", _pin_settings)
+            # First: SQLAlchemy's own connect work (the dialect's first queries) must not run
+            # under role-level settings such as a tiny statement_timeout.
+            event.listen(self.autocommit.sync_engine, "connect", _pin_settings, insert=True)
         self.transactional = self.autocommit.execution_options(isolation_level="READ COMMITTED")
         self.pooled = settings.db_transaction_pooler
         # One connection fewer than the pool holds: kept for `probe()` (the /ready check),

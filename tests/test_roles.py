@@ -167,16 +167,17 @@ async def test_settings_the_role_gives_itself_are_overridden_noticed_and_reset(
 ):
     app_role = app_engine(settings)
     with app_role.begin() as conn:  # a role may alter its own settings
-        conn.exec_driver_sql("ALTER ROLE CURRENT_USER SET statement_timeout = 1")
+        # Not a tiny statement_timeout: the pin itself would then race it (docs/production.md).
+        conn.exec_driver_sql("ALTER ROLE CURRENT_USER SET search_path = pg_catalog")
     try:
-        assert await show(settings, "statement_timeout") == "30s"  # the app's own wins
+        assert await show(settings, "search_path") == "public"  # the app's own wins
         async with LifespanManager(create_app(settings)) as manager:
             async with asgi_client(manager.app) as client:
                 assert (await client.get("/country/GB")).status_code == 200
                 ready = await client.get("/ready")
                 assert ready.status_code == 503, ready.text
                 assert ready.json()["detail"] == (
-                    f"role {APP_ROLE} has its own setting statement_timeout=1: "
+                    f"role {APP_ROLE} has its own setting search_path=pg_catalog: "
                     "run `pipenv run migrate` to reset it"
                 )
                 with app_role.begin() as conn:  # for this database only, too
