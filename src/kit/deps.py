@@ -23,9 +23,10 @@ def _query_names(dependant: Dependant) -> frozenset[str]:
     return names.union(*(_query_names(sub) for sub in dependant.dependencies))
 
 
-def known_query(request: Request) -> None:
+async def known_query(request: Request) -> None:
     """Refuse query parameters the route does not declare: ignored, each would still be a
-    new response cache key (a flood of them evicts real entries) and a client's typo unsaid."""
+    new response cache key (a flood of them evicts real entries) and a client's typo unsaid.
+    `async`: FastAPI runs a plain `def` dependency in a worker thread, a hop per request."""
     if not request.query_params:  # most requests: nothing to walk the route for
         return
     known = _query_names(request.scope["route"].dependant)  # a few fields
