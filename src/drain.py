@@ -6,7 +6,7 @@ import signal
 from types import FrameType
 
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from src.errors import error_response
@@ -25,44 +25,25 @@ class Drain:
         self.draining = True
 
 
-class Draining:
-    """While draining, every new request gets 503 + Retry-After + `Connection: close` (its
-    bounded body read first: closing on unread input would reset the client's connection);
-    /health is still answered (liveness), with `Connection: close` too."""
-
-    def __init__(self, app: ASGIApp, drain: Drain, max_body_bytes: int) -> None:
-        self.app = app
-        self.drain = drain
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.drain.draining or scope["type"] != "http":
-            await self.app(scope, receive, send)
+async def refuse_while_draining(
+    scope: Scope, receive: Receive, send: Send, max_body_bytes: int
+) -> None:
+    """503 + Retry-After + `Connection: close` for a request that arrives while draining, its
+    bounded body read first: closing on unread input would reset the client's connection."""
+    read = 0
+    while read <= max_body_bytes:
+        message = await receive()
+        if message["type"] == "http.disconnect":
             return
-        if scope["path"] == "/health":
-
-            async def closing(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    headers = [*message.get("headers", []), (b"connection", b"close")]
-                    message = {**message, "headers": headers}
-                await send(message)
-
-            await self.app(scope, receive, closing)
-            return
-        read = 0
-        while read <= self.max_body_bytes:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            read += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        refusal = error_response(
-            503,
-            "server shutting down: retry on a new connection",
-            headers={"Retry-After": DRAIN_RETRY_AFTER_SECONDS, "Connection": "close"},
-        )
-        await refusal(scope, receive, send)
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    refusal = error_response(
+        503,
+        "server shutting down: retry on a new connection",
+        headers={"Retry-After": DRAIN_RETRY_AFTER_SECONDS, "Connection": "close"},
+    )
+    await refusal(scope, receive, send)
 
 
 class DrainingServer(uvicorn.Server):
@@ -86,7 +67,8 @@ class KeepIdleOpenOnShutdown(HttpToolsProtocol):
     """uvicorn's `shutdown()` (its non-public hook, called per connection by Server.shutdown)
     closes idle keep-alive connections at once: a request already sent on one then meets a
     reset. Here they stay open until their own keep-alive or read timer closes them, and what
-    arrives meanwhile gets Draining's 503; in-flight requests get `Connection: close` as before.
+    arrives meanwhile gets the drain's 503 (src/edge.py); in-flight requests get
+    `Connection: close` as before.
     """
 
     def shutdown(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 from structlog.typing import EventDict, ExcInfo, Processor
 
 from src.config import Settings
@@ -145,45 +145,25 @@ class AccessLog:
 _access = AccessLog("WARNING", "json", sys.stderr)
 
 
-class RequestContext:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's or proxy's X-Request-ID if it is short and safe to log, else a new one."""
+    given = dict(headers).get(REQUEST_ID_HEADER, b"")
+    return given.decode() if VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
-        rid = given.decode() if VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        token = request_id.set(rid)
-        started = time.perf_counter()
-        status = 500  # if the app fails before it answers
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (REQUEST_ID_HEADER, rid.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            if _access.enabled:
-                client = scope.get("client")
-                _access.write(
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    getattr(scope.get("route"), "path", None),
-                    round((time.perf_counter() - started) * 1000, 2),
-                    f"{client[0]}:{client[1]}" if client else None,
-                    rid,
-                )
-            request_id.reset(token)
+def log_access(scope: Scope, status: int, started: float, rid: str) -> None:
+    """The request's access line, if LOG_LEVEL lets INFO through."""
+    if _access.enabled:
+        client = scope.get("client")
+        _access.write(
+            scope["method"],
+            scope["path"],
+            status,
+            getattr(scope.get("route"), "path", None),
+            round((time.perf_counter() - started) * 1000, 2),
+            f"{client[0]}:{client[1]}" if client else None,
+            rid,
+        )
 
 
 def configure_logging(settings: Settings) -> None:

@@ -15,16 +15,11 @@ from src import errors
 from src.cli import CommandFailure
 from src.config import Settings, read_settings
 from src.db import Database
-from src.drain import Drain, Draining
+from src.drain import Drain
+from src.edge import Edge
 from src.kit.cache import CacheHits, response_cache
-from src.logs import RequestContext, configure_logging
-from src.middleware import (
-    BodyGuard,
-    ConcurrencyLimit,
-    HostRequired,
-    MethodGuard,
-    SecurityHeaders,
-)
+from src.logs import configure_logging
+from src.middleware import BodyGuard, MethodGuard
 from src.migrations import alembic_config
 from src.resources import CACHED_TABLES, RESOURCES
 from src.routes import docs, health
@@ -81,8 +76,8 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
     )
     app.state.settings = settings
     app.state.cache = cache = response_cache(settings, CACHED_TABLES)
-    # Last added runs first: headers, Host, the drain's 503, the 503 past the limit, 405,
-    # body guards, cache hits.
+    # Last added runs first: the edge (request ID, headers, Host, the drain's and the
+    # limit's 503s), 405, body guards, cache hits.
     if cache.off_reason is None:
         app.add_middleware(CacheHits, cache=cache)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
@@ -91,13 +86,14 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
     own = [route for route in app.routes if isinstance(route, Route)]  # /openapi.json
     routes = [*own, *(route for router in routers for route in router.routes)]
     app.add_middleware(MethodGuard, routes=routes)
-    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
     # Set by the server's SIGTERM handler (src/drain.py): new requests get 503 from then on.
     app.state.drain = Drain()
-    app.add_middleware(Draining, drain=app.state.drain, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(HostRequired)
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(RequestContext)  # outermost: every answer has its request ID
+    app.add_middleware(
+        Edge,
+        drain=app.state.drain,
+        limit=settings.max_concurrent_requests,
+        max_body_bytes=settings.max_body_bytes,
+    )
     errors.install(app)
     for router in routers:
         app.include_router(router)

@@ -1,18 +1,14 @@
-"""The app's own edge, before any routing or parsing: method and body guards, security
-headers, load shedding. Pure ASGI (not BaseHTTPMiddleware), so GETs pass through at no cost.
-"""
+"""Method and body guards, before any routing or parsing (the rest of the edge: src/edge.py).
+Pure ASGI (not BaseHTTPMiddleware), so GETs pass through at no cost."""
 
 from collections.abc import Sequence
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from src.errors import RETRY_AFTER_SECONDS, error_response
+from src.errors import error_response
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
-NOSNIFF = (b"x-content-type-options", b"nosniff")
-# /ready's slots past MAX_CONCURRENT_REQUESTS: room for the probers, not a way around it.
-READY_HEADROOM = 2
 
 
 def _is_json(content_type: str) -> bool:
@@ -134,69 +130,3 @@ class MethodGuard:
             await self.app(as_get, receive, headers_only)
         finally:  # what routing found (the route template) is for the access line too
             scope.update({key: value for key, value in as_get.items() if key != "method"})
-
-
-class HostRequired:
-    """400 for an HTTP/1.1 request without exactly one Host header (RFC 9112 §3.2); the
-    protocol layer lets it through."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("http_version") == "1.1":
-            hosts = sum(name == b"host" for name, _ in scope["headers"])
-            if hosts != 1:
-                missing = "no Host header" if hosts == 0 else f"{hosts} Host headers"
-                await error_response(400, f"HTTP/1.1 request with {missing}")(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class SecurityHeaders:
-    """`X-Content-Type-Options: nosniff` on every response: browsers must not guess a type."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), NOSNIFF]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class ConcurrencyLimit:
-    """Past `limit` requests in flight, a 503 with Retry-After at once (docs/edge.md);
-    never /health, and /ready keeps a few slots of its own: a busy replica is still ready."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.ready_limit = limit + READY_HEADROOM
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/health":
-            await self.app(scope, receive, send)
-            return
-        limit = self.ready_limit if scope["path"] == "/ready" else self.limit
-        if self.in_flight >= limit:
-            busy = error_response(
-                503,
-                f"server busy ({self.limit} requests in flight), retry shortly",
-                headers={"Retry-After": RETRY_AFTER_SECONDS},
-            )
-            await busy(scope, receive, send)
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1

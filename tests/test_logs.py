@@ -12,7 +12,9 @@ import pytest
 
 from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings
-from src.logs import RequestContext, configure_logging
+from src.drain import Drain
+from src.edge import Edge
+from src.logs import configure_logging
 from tests.helpers import child_env, eventually, wait_for
 
 # A forged access line after %0A, then CR, ESC (a terminal colour) and U+2028 (a line
@@ -69,7 +71,7 @@ async def test_log_lines_made_during_a_request_carry_its_id(log_lines):
         await send({"type": "http.response.body", "body": b""})
 
     lines = log_lines("json")
-    transport = httpx.ASGITransport(app=RequestContext(app))
+    transport = httpx.ASGITransport(app=Edge(app, Drain(), limit=10, max_body_bytes=100))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         await client.get("/", headers={"X-Request-ID": "during-1"})
     logging.getLogger("src.other").info("after the request")

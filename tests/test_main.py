@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from src.config import PLACEHOLDER_API_KEY, PROJECT_ROOT
-from src.middleware import READY_HEADROOM
+from src.edge import READY_HEADROOM
 from tests.helpers import child_env, serve_api
 
 

@@ -11,7 +11,7 @@ from src.kit.deps import database
 from src.kit.openapi import errors
 
 router = APIRouter(tags=["health"])
-# /health cannot answer 503: it reads no database, and ConcurrencyLimit never refuses it.
+# /health cannot answer 503: it reads no database, and the edge's limit never refuses it.
 LIVENESS_RESPONSES = {code: doc for code, doc in errors().items() if code != 503}
 
 
