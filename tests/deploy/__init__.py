@@ -1,0 +1,1 @@
+"""The Kubernetes manifests (deploy/kubernetes/), checked offline: no cluster, no network."""
