@@ -204,8 +204,11 @@ def configure_logging(settings: Settings) -> None:
             },
             "root": {"level": settings.log_level, "handlers": ["stderr"]},
             "loggers": {
-                name: {"handlers": [], "propagate": True}
-                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+                "uvicorn": {"handlers": [], "propagate": True},
+                "uvicorn.error": {"handlers": [], "propagate": True},
+                # The app writes its own access line (with the request ID); uvicorn's would be a
+                # second one per request, however `uvicorn src.main:app` was started.
+                "uvicorn.access": {"handlers": [], "propagate": False},
             },
         }
     )

@@ -176,3 +176,30 @@ def test_a_served_forged_path_is_one_escaped_line(migrated, database_url, tmp_pa
     assert "[src.access]" in line
     assert "/nowhere\\n2026-01-01T00:00:00.000000Z [info     ] POST /country 201" in line
     assert "FORGED\\r\\x1b[31m\\u2028 404" in line
+
+
+@pytest.mark.slow  # a server process
+def test_plain_uvicorn_writes_one_access_line_per_request(migrated, database_url, tmp_path: Path):
+    """`uvicorn src.main:app` (the module's own docstring, the bench): the app's access line
+    only; uvicorn's, re-enabled by the logging setup, doubled every line's cost."""
+    port = free_port()
+    env = child_env(database_url, LOG_FORMAT="json", LOG_LEVEL="INFO")
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", proc)
+            for _ in range(3):
+                assert httpx.get(f"http://127.0.0.1:{port}/country/GB").status_code == 200
+            eventually(lambda: log.read_bytes().count(b"/country/GB") >= 3, "the access lines")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if "/country/GB" in line]
+    assert [line["logger"] for line in lines] == ["src.access"] * 3
