@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             from alembic_pg_guard._compat import run as compat
 
             print(compat(cfg, args.base, scratch_url=args.scratch_url))
+        elif "--rolling" in rest:
+            from alembic_pg_guard._rehearse.rolling import main as rolling
+
+            return rolling(cfg, [arg for arg in rest if arg != "--rolling"])
         else:
             from alembic_pg_guard._rehearse.run import main as rehearse
 

@@ -1,6 +1,7 @@
 """What `pipenv run rehearse` (alembic-pg-guard) serves and loads: this project's API
-(uvicorn src.main:app) under the /country request mix of loadgen.py (docs/rehearse.md).
-alembic.ini names `target` as [alembic_pg_guard] rehearse_target."""
+(uvicorn src.main:app) under the /country request mix of loadgen.py (docs/rehearse.md);
+`rehearse --rolling` serves each release as production does (python -m src.serve, which
+drains on SIGTERM). alembic.ini names `target` as [alembic_pg_guard] rehearse_target."""
 
 from __future__ import annotations
 
@@ -57,4 +58,11 @@ target = RehearsalTarget(
     app_env=app_env,
     plan=load_plan,
     load_command=[sys.executable, "-m", "devtools.rehearse.loadgen"],
+    serve_command=[sys.executable, "-m", "src.serve"],
+    serve_env={
+        "API_HOST": "127.0.0.1",
+        "API_PORT": "{port}",
+        "DRAIN_TIMEOUT_SECONDS": "{drain_timeout}",
+    },
+    ready_path="/ready",
 )

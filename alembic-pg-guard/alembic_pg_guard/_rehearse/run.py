@@ -116,6 +116,12 @@ def parse(argv: list[str] | None) -> Args:
         "(default: 3 lock timeouts, at least 2 s; 0: none)",
     )
     p.add_argument("--out", type=Path, default=Path("rehearsal"), help="report folder")
+    p.add_argument(
+        "--rolling",
+        action="store_true",
+        help="instead: the previous release and this one through a rolling deploy under load "
+        "(its own options: rehearse --rolling --help)",
+    )
     a = p.parse_args(argv)
     if a.rows < 1 or a.rate <= 0:
         p.error("--rows and --rate must be positive")

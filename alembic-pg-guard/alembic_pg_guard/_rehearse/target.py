@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic_pg_guard._settings import AppRole
@@ -18,6 +18,11 @@ class RehearsalTarget:
     what the load addresses (or raises GuardError when this schema cannot take it);
     `load_command` runs the open-loop load: it gets `--url --rate --plan --out`, writes one
     JSON line [intended, done, kind, status] per request to --out, and stops on SIGTERM.
+
+    `rehearse --rolling` serves the way production does: `serve_command` (default
+    `app_command`), run in each release's checkout, with `serve_env` added to `app_env`'s
+    (`{port}` and `{drain_timeout}` filled in); it drains on SIGTERM, and `ready_path` is
+    its readiness probe.
     """
 
     app_command: Sequence[str]
@@ -25,3 +30,6 @@ class RehearsalTarget:
     plan: Callable[[str, str, Path], None]
     load_command: Sequence[str]
     health_path: str = "/health"
+    serve_command: Sequence[str] | None = None
+    serve_env: Mapping[str, str] = field(default_factory=dict)
+    ready_path: str = "/ready"
