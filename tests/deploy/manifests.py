@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 import yaml
+from alembic_pg_guard.rehearse import RollingTimings
 
 from src.config import PROJECT_ROOT, Settings
 
@@ -52,19 +53,20 @@ class Rollout:
     termination_grace_period_seconds: int | None
 
 
-# `rehearse --rolling`'s defaults (alembic-pg-guard's _rehearse/timings.py): the manifests
+# `rehearse --rolling`'s defaults (alembic_pg_guard.rehearse.RollingTimings): the manifests
 # roll out exactly what it rehearses.
+_TIMINGS = RollingTimings().as_dict()
 REHEARSED = Rollout(
     replicas=3,
-    max_surge=1,
-    max_unavailable=0,
-    readiness_period_seconds=2,
-    readiness_timeout_seconds=2,
-    readiness_failure_threshold=1,
-    readiness_success_threshold=1,
-    pre_stop_seconds=5,
-    drain_timeout_seconds=20,
-    termination_grace_period_seconds=30,
+    max_surge=_TIMINGS["max_surge"],
+    max_unavailable=_TIMINGS["max_unavailable"],
+    readiness_period_seconds=_TIMINGS["probe_period"],
+    readiness_timeout_seconds=_TIMINGS["probe_timeout"],
+    readiness_failure_threshold=_TIMINGS["failure_threshold"],
+    readiness_success_threshold=_TIMINGS["success_threshold"],
+    pre_stop_seconds=_TIMINGS["prestop_sleep"],
+    drain_timeout_seconds=_TIMINGS["drain_timeout"],
+    termination_grace_period_seconds=_TIMINGS["grace_period"],
 )
 # Scheduling, pulling, starting Python and connecting, before the runner's own clock runs.
 RUNNER_START_SECONDS = 60
