@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 
 from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings
-from src.kit.cache import LISTENER_NAME
+from src.kit.cache import LISTENER_NAME, SMALL_SHARE
 from src.logs import ACCESS_LOGGER
 from src.main import create_app
 from tests.helpers import (
@@ -367,34 +367,47 @@ async def test_a_hit_writes_the_access_line_of_its_route(anon, probe, log_lines)
 
 async def test_the_cache_holds_no_more_memory_than_cache_max_mb(settings, probe):
     """Each kept response counts what it really holds (was: its body's length only, while
-    orjson's bytes kept a 4 KiB buffer each: ~25x CACHE_MAX_MB for small bodies)."""
+    orjson's bytes kept a 4 KiB buffer each: ~25x CACHE_MAX_MB for small bodies): what a
+    flush frees is at most what was counted, small bodies and large ones alike. Small
+    objects (pymalloc keeps their arenas) get at most SMALL_SHARE of the budget."""
     app = create_app(settings.model_copy(update={"cache_max_mb": 1}))
     async with LifespanManager(app) as manager, asgi_client(manager.app) as anon:
         assert await settled(anon) == "subscribed"
-        for n in range(100):  # whatever the first requests allocate once, not kept bodies
-            assert (await anon.get(f"/country?q=cache+probe&offset={n}")).status_code == 200
         cache = app.state.cache
-        cache.invalidate()
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            for n in reversed(range(3000)):  # 3,000 distinct keys, ~150-byte bodies
-                assert (await anon.get(f"/country?q=cache+probe&offset={n}")).status_code == 200
+        small = [f"/country?q=cache+probe&offset={n}" for n in reversed(range(3000))]
+        large = [f"/country?limit={n}&offset={n % 7}" for n in range(100, 250)]
+        for paths in (small, large):
+            for path in paths[:50]:  # what the first requests allocate once, not kept bodies
+                assert (await anon.get(path)).status_code == 200
+            cache.invalidate()
             gc.collect()
-            grown = tracemalloc.get_traced_memory()[0] - before
-        finally:
-            tracemalloc.stop()
-        kept_entries, held = len(cache), cache.held_bytes
-        assert 0 < held <= 1024 * 1024 and kept_entries < 3000
-        with triggers_disabled(probe):
-            sql(probe, UNANNOUNCED[0])
-            kept = await anon.get("/country?q=cache+probe&offset=0")
-    assert kept.json()["items"][0]["official_name"] is None  # the newest entries were kept
-    assert grown < 1.25 * 1024 * 1024, f"{grown:,} bytes held by a 1 MiB cache"
-    # What the cache counts is what its entries hold (keys, headers, objects), give or take
-    # what else the requests allocated meanwhile (log records, the event loop's buffers).
-    assert grown <= 1.1 * held, f"{grown:,} bytes held, {held:,} counted for {kept_entries}"
+            tracemalloc.start()
+            try:
+                for path in paths:  # distinct keys: ~150-byte bodies, then 15-40 KB ones
+                    assert (await anon.get(path)).status_code == 200
+                gc.collect()
+                full = tracemalloc.get_traced_memory()[0]
+                kept_entries, held, held_small = (
+                    len(cache),
+                    cache.held_bytes,
+                    cache.held_small_bytes,
+                )
+                if paths is small:
+                    with triggers_disabled(probe):
+                        sql(probe, UNANNOUNCED[0])
+                        kept = await anon.get(small[-1])
+                    # the newest entries were kept
+                    assert kept.json()["items"][0]["official_name"] is None
+                cache.invalidate()
+                gc.collect()
+                freed = full - tracemalloc.get_traced_memory()[0]
+            finally:
+                tracemalloc.stop()
+            assert 0 < kept_entries < len(paths), "the flood did not fill the cache"
+            assert 0 < held <= 1024 * 1024 and held_small <= SMALL_SHARE * 1024 * 1024
+            # What the entries held (freed by the flush, keys and dict included) was counted.
+            assert freed <= held, f"{freed:,} bytes freed, {held:,} counted for {kept_entries}"
+            assert freed >= 0.7 * held, f"{freed:,} bytes freed, {held:,} counted: too coarse"
 
 
 async def test_an_unknown_query_parameter_is_refused_and_kept_nowhere(settings, probe):
@@ -526,3 +539,89 @@ async def test_a_listener_through_pgbouncer_turns_the_cache_off_saying_why(
                 assert await settled(client) == "off"
     (line,) = [r.getMessage() for r in caplog.records if "response cache off" in r.getMessage()]
     assert "connection pooler" in line and "CACHE_LISTEN_DATABASE_URL" in line
+
+
+MiB = 1024 * 1024
+
+
+def rss_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def flood(url: str, paths: list[str]) -> None:
+    """GET every path, 8 at a time on keep-alive connections: all 200."""
+
+    async def run() -> None:
+        queue = iter(paths)
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+            async def worker() -> None:
+                for path in queue:
+                    response = await client.get(path)
+                    assert response.status_code == 200, (path, response.status_code)
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_a_real_server_grows_by_at_most_1_25x_cache_max_mb(settings, migrated):
+    """`python -m src.serve` with CACHE_MAX_MB=32, then the same requests with the cache off:
+    large pages, then ~6,000 small entries, then new large pages (the mix that leaves the
+    most memory behind: CPython's small-object allocator keeps what they freed). The
+    cache's own RSS growth (beside the cache-off server's) stays within 1.25x CACHE_MAX_MB
+    (before: small entries could take the whole budget, and both kinds of memory added up:
+    1.33x here; now they get SMALL_SHARE of it)."""
+    with migrated.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.alpha2, c.alpha3, count(s.id) FROM country c "
+                "LEFT JOIN subdivision s ON s.country_id = c.id GROUP BY 1, 2 ORDER BY 1"
+            )
+        ).all()
+    pages = [(limit, offset) for offset in range(0, 150, 3) for limit in range(100, 251, 3)]
+    large = [f"/country?limit={n}&offset={o}" for n, o in pages]  # 15-40 KB bodies
+    small = [  # bodies under 512 bytes: one subdivision a page, each country by its codes
+        f"/country/{a2}/subdivisions?limit=1&offset={n}"
+        for a2, _, count in rows
+        for n in range(count)
+    ] + [f"/country/{code}" for a2, a3, _ in rows for code in (a2, a2.lower(), a3, a3.lower())]
+    growth = {}
+    for enabled in ("true", "false"):
+        env = app_env(settings, CACHE_ENABLED=enabled, CACHE_MAX_MB="32", LOG_LEVEL="WARNING")
+        with serving_one(env) as (url, pid):
+            flood(url, [large[0], small[0]])  # what the first requests allocate once
+            started = rss_of(pid)
+            for paths in (large[: len(large) // 2], small, large[len(large) // 2 :]):
+                flood(url, paths)
+            growth[enabled] = rss_of(pid) - started
+    own = growth["true"] - growth["false"]
+    assert own <= 1.25 * 32 * MiB, (
+        f"the cache grew RSS by {own / MiB:.1f} MiB beside the cache-off server "
+        f"({growth['true'] / MiB:.1f} against {growth['false'] / MiB:.1f} MiB)"
+    )
+
+
+@contextmanager
+def serving_one(env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """`python -m src.serve` on a free port, its cache settled: its URL and process ID."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.serve"],
+        cwd=PROJECT_ROOT,
+        env={**env, "API_HOST": "127.0.0.1", "API_PORT": str(port)},
+        stdout=subprocess.DEVNULL,  # a pipe nobody reads would fill and stall it
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(url + "/health", proc)
+        eventually(lambda: cache_state(url) in ("subscribed", "off"), f"{url} settled")
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -342,3 +343,112 @@ def test_past_max_connections_a_connection_gets_a_canned_503(migrated, database_
         assert get_on(replacement, "/country/FR")[0] == 200
         for sock in [*held, replacement]:
             sock.close()
+
+
+def read_pipelined(sock: socket.socket, expected: int, statuses: list[list[int]]) -> None:
+    """Read `expected` pipelined responses on `sock`, appending each one's status as it comes
+    (statuses[-1] grows while the server still answers them)."""
+    data = bytearray()
+    seen: list[int] = []
+    statuses.append(seen)
+    while len(seen) < expected:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+        while (end := data.find(b"\r\n\r\n")) != -1:
+            head = bytes(data[:end]).decode("latin-1")
+            length = next(
+                int(line.split(":", 1)[1])
+                for line in head.split("\r\n")
+                if line.lower().startswith("content-length:")
+            )
+            if len(data) < end + 4 + length:
+                break
+            del data[: end + 4 + length]
+            seen.append(int(head.split()[1]))
+
+
+def test_past_max_connections_refusals_do_not_wait_for_the_busy_loop(migrated, database_url):
+    """The connections under the cap keep the server busy (pipelined requests, one per
+    connection per loop turn); 300 more connect: each gets the canned 503 (Retry-After, JSON
+    body) while the busy ones' requests are still being answered, not after them (before:
+    uvloop's libuv accepted one connection per loop turn, so the refused ones waited behind
+    the others' work, seconds under load). Then the held connections are still served."""
+    held_count, depth, refused_count = 40, 100, 300
+    with served(
+        database_url,
+        MAX_CONNECTIONS=str(held_count),
+        KEEP_ALIVE_TIMEOUT_SECONDS="60",
+    ) as server:
+
+        def served_connection() -> socket.socket | None:
+            sock = server.connect()  # the start-up probe's may not be gone yet: retry
+            if get_on(sock)[0] == 200:
+                return sock
+            sock.close()
+            return None
+
+        held = [eventually(served_connection, "a served connection") for _ in range(held_count)]
+        pipeline = b"GET /country/GB HTTP/1.1\r\nHost: x\r\n\r\n" * depth
+        statuses: list[list[int]] = []
+        readers = [
+            threading.Thread(target=read_pipelined, args=(sock, depth, statuses)) for sock in held
+        ]
+        for sock, reader in zip(held, readers, strict=True):
+            sock.sendall(pipeline)
+            reader.start()
+        refused = [server.connect() for _ in range(refused_count)]
+        for sock in refused:
+            send_quietly(sock, b"GET /country/GB HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = [read_response(sock) for sock in refused]
+        busy_answered = sum(len(seen) for seen in statuses)
+        for reader in readers:
+            reader.join(PATIENCE_SECONDS)
+        for status, headers, body in answers:
+            assert status == 503
+            assert headers["retry-after"].isdigit()
+            assert headers["content-type"] == "application/json"
+            assert headers["connection"] == "close"
+            assert headers["x-request-id"]
+            assert json.loads(body)["code"] == "service_unavailable"
+        for sock in refused:
+            sock.settimeout(PATIENCE_SECONDS)
+            assert is_closed(sock) or sock.recv(1) == b""  # closed by the server
+            sock.close()
+        assert [set(seen) for seen in statuses] == [{200}] * held_count
+        assert sum(len(seen) for seen in statuses) == held_count * depth
+        # The refusals came while the held connections' requests were still being answered.
+        assert busy_answered < held_count * depth, "the 503s came after all the busy work"
+        assert {get_on(sock)[0] for sock in held} == {200}
+        for sock in held:
+            sock.close()
+
+
+def test_a_refused_client_still_sending_reads_its_503(migrated, database_url):
+    """Past MAX_CONNECTIONS, a client that sends its whole request (a 16 MB body) before it
+    reads, as most HTTP clients do, can send it all and then reads the 503: the server drops
+    what it sends, then closes (closing on unread input resets the connection: the client's
+    send fails, and it never reads the answer)."""
+    with served(database_url, MAX_CONNECTIONS="1", KEEP_ALIVE_TIMEOUT_SECONDS="60") as server:
+
+        def served_connection() -> socket.socket | None:
+            sock = server.connect()  # the start-up probe's may not be gone yet: retry
+            if get_on(sock)[0] == 200:
+                return sock
+            sock.close()
+            return None
+
+        held = eventually(served_connection, "a served connection")
+        body = b"{" + b" " * (16 * MB) + b"}"  # more than sockets buffer
+        with server.connect() as refused:
+            refused.sendall(
+                b"POST /country HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            status, headers, answer = read_response(refused)
+            assert status == 503
+            assert headers["retry-after"].isdigit()
+            assert json.loads(answer)["code"] == "service_unavailable"
+        assert get_on(held)[0] == 200
+        held.close()

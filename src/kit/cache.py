@@ -30,9 +30,24 @@ RETRY_SECONDS = (0.1, 5.0)  # first and longest wait between reconnects
 State = Literal["subscribed", "not subscribed", "off"]
 Key = tuple[str, bytes]  # path, raw query string
 IF_NONE_MATCH = b"if-none-match"
-# Bytes of CPython objects around an entry's data, and per header (an upper bound).
+# Bytes of CPython objects around an entry's data, and per header it does not share (upper
+# bounds); a shared header costs its list slot.
 ENTRY_OVERHEAD = 600
 HEADER_OVERHEAD = 150
+SLOT = 8
+# Header fields alike in every entry: one object for all (fewer small objects to keep).
+SHARED_FIELDS = frozenset({b"content-type", b"cache-control"})
+_shared: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+# CPython's small-object allocator (pymalloc, requests up to 512 bytes) keeps an arena while
+# any object in it lives, so what evicted small objects free stays with the process for
+# small objects only. Capping them at 15% of the budget bounds the RSS the cache can leave
+# behind to ~1.15x CACHE_MAX_MB, whatever mix of small and large bodies came and went.
+SMALL_OBJECT_MAX = 512
+SMALL_SHARE = 0.15
+
+
+def _sharing(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [_shared.setdefault(h, h) if h[0] in SHARED_FIELDS else h for h in headers]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +65,20 @@ class Cached:
         body, etag = responses.serialize(content)
         # orjson's bytes keep their whole write buffer (4 KiB at least): keep an exact copy.
         body = memoryview(body).tobytes()
-        ok, not_modified = responses.ok(body, etag), responses.not_modified(etag)
-        return cls(body, etag, ok.raw_headers, not_modified.raw_headers, route)
+        ok = _sharing(responses.ok(body, etag).raw_headers)
+        mine = {h: h for h in ok}  # the 304's ETag field is the 200's object
+        not_modified = [mine.get(h, h) for h in _sharing(responses.not_modified(etag).raw_headers)]
+        return cls(body, etag, ok, not_modified, route)
 
-    def size(self, key: Key) -> int:
-        """What the entry and its key hold in memory, objects included (an upper bound)."""
-        headers = [*self.ok_headers, *self.not_modified_headers]
-        held = len(self.body) + len(key[0]) + len(key[1]) + sum(len(k) + len(v) for k, v in headers)
-        return held + ENTRY_OVERHEAD + HEADER_OVERHEAD * len(headers)
+    def size(self, key: Key) -> tuple[int, int]:
+        """What the entry and its key hold in memory, objects included (upper bounds): in all,
+        and in small objects (a body over SMALL_OBJECT_MAX bytes is not one)."""
+        listed = [*self.ok_headers, *self.not_modified_headers]
+        own = {id(h): h for h in listed if h[0] not in SHARED_FIELDS}.values()
+        headers = sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in own) + SLOT * len(listed)
+        small = len(key[0]) + len(key[1]) + len(self.etag) + headers + ENTRY_OVERHEAD
+        body = len(self.body)
+        return body + small, small + (body if body <= SMALL_OBJECT_MAX else 0)
 
 
 class ResponseCache:
@@ -74,7 +95,9 @@ class ResponseCache:
         self.tables = tables  # what the cached reads come from: each needs its trigger
         self._entries: dict[Key, Cached] = {}
         self._bytes = 0
+        self._small_bytes = 0  # the part of _bytes in small objects
         self._max_bytes = max_bytes
+        self._max_small_bytes = int(max_bytes * SMALL_SHARE)
         self.generation = 0
         self.off_reason = off_reason
         self._listener: asyncpg.Connection | None = None
@@ -87,6 +110,11 @@ class ResponseCache:
     def held_bytes(self) -> int:
         """What the kept entries hold, as counted against CACHE_MAX_MB."""
         return self._bytes
+
+    @property
+    def held_small_bytes(self) -> int:
+        """The part of held_bytes in small objects, counted against SMALL_SHARE of it."""
+        return self._small_bytes
 
     @property
     def subscribed(self) -> bool:
@@ -113,22 +141,31 @@ class ResponseCache:
     def put(self, key: Key, ticket: int | None, entry: Cached) -> None:
         if ticket is None or ticket != self.generation or not self.subscribed:
             return
-        size = entry.size(key)
-        if size > self._max_bytes:
+        size, small = entry.size(key)
+        if size > self._max_bytes or small > self._max_small_bytes:
             return
         if (old := self._entries.pop(key, None)) is not None:
-            self._bytes -= old.size(key)
-        while self._bytes + size > self._max_bytes:  # the least recently used go first
+            self._forget(key, old)
+        while (  # the least recently used go first
+            self._bytes + size > self._max_bytes
+            or self._small_bytes + small > self._max_small_bytes
+        ):
             oldest = next(iter(self._entries))
-            self._bytes -= self._entries.pop(oldest).size(oldest)
+            self._forget(oldest, self._entries.pop(oldest))
         self._entries[key] = entry
         self._bytes += size
+        self._small_bytes += small
+
+    def _forget(self, key: Key, entry: Cached) -> None:
+        size, small = entry.size(key)
+        self._bytes -= size
+        self._small_bytes -= small
 
     def invalidate(self, *_: object) -> None:
         """Flush everything; reads in flight may no longer store (their ticket is old)."""
         self.generation += 1
         self._entries.clear()
-        self._bytes = 0
+        self._bytes = self._small_bytes = 0
 
     def _subscribed(self, conn: asyncpg.Connection | None) -> None:
         self.invalidate()
