@@ -5,6 +5,8 @@ import logging
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,25 @@ FORGED_PATH = (
     "/nowhere%0A2026-01-01T00:00:00.000000Z%20%5Binfo%20%20%20%20%20%5D%20POST%20/country"
     "%20201%20FORGED%0D%1B%5B31m%E2%80%A8"
 )
+
+
+@contextmanager
+def logging_server(args: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[None]:
+    """`python *args` serving on `port`, its stderr in `log`, until the block ends."""
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", proc)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def by_logger(lines: list[str]) -> dict[str, dict]:
@@ -153,23 +174,11 @@ def test_a_served_forged_path_is_one_escaped_line(migrated, database_url, tmp_pa
     port = free_port()
     env = child_env(database_url, API_HOST="127.0.0.1", API_PORT=str(port), LOG_FORMAT="text")
     log = tmp_path / "stderr.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "src.serve"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        try:
-            wait_for(f"http://127.0.0.1:{port}/health", proc)
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-                sock.sendall(f"GET {FORGED_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                assert sock.recv(65536).startswith(b"HTTP/1.1 ")
-            eventually(lambda: b"FORGED" in log.read_bytes(), "the access line")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with logging_server(["-m", "src.serve"], env, port, log):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(f"GET {FORGED_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 ")
+        eventually(lambda: b"FORGED" in log.read_bytes(), "the access line")
     text = log.read_bytes().decode()
     assert "\x1b" not in text and "\r" not in text
     (line,) = [line for line in text.splitlines() if "FORGED" in line]
@@ -185,21 +194,9 @@ def test_plain_uvicorn_writes_one_access_line_per_request(migrated, database_url
     port = free_port()
     env = child_env(database_url, LOG_FORMAT="json", LOG_LEVEL="INFO")
     log = tmp_path / "stderr.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "src.main:app", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        try:
-            wait_for(f"http://127.0.0.1:{port}/health", proc)
-            for _ in range(3):
-                assert httpx.get(f"http://127.0.0.1:{port}/country/GB").status_code == 200
-            eventually(lambda: log.read_bytes().count(b"/country/GB") >= 3, "the access lines")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with logging_server(["-m", "uvicorn", "src.main:app", "--port", str(port)], env, port, log):
+        for _ in range(3):
+            assert httpx.get(f"http://127.0.0.1:{port}/country/GB").status_code == 200
+        eventually(lambda: log.read_bytes().count(b"/country/GB") >= 3, "the access lines")
     lines = [json.loads(line) for line in log.read_text().splitlines() if "/country/GB" in line]
     assert [line["logger"] for line in lines] == ["src.access"] * 3

@@ -313,20 +313,22 @@ def get_on(sock: socket.socket, path: str = "/country/GB") -> tuple[int | None, 
     return read_response(sock)
 
 
+def served_connection(server) -> socket.socket | None:
+    """A connection that was just served a GET (None, closed, if it was not: the start-up
+    probe's connection may not be gone yet, so callers retry)."""
+    sock = server.connect()
+    if get_on(sock)[0] == 200:
+        return sock
+    sock.close()
+    return None
+
+
 def test_past_max_connections_a_connection_gets_a_canned_503(migrated, database_url):
     """MAX_CONNECTIONS=3 and three idle keep-alive connections: a fourth gets 503 with
     Retry-After and the JSON error body, and is closed; the three are still served, and
     once one closes, a new connection is served (before: every connection was served)."""
     with served(database_url, MAX_CONNECTIONS="3", KEEP_ALIVE_TIMEOUT_SECONDS="60") as server:
-
-        def served_connection() -> socket.socket | None:
-            sock = server.connect()  # the start-up probe's may not be gone yet: retry
-            if get_on(sock)[0] == 200:
-                return sock
-            sock.close()
-            return None
-
-        held = [eventually(served_connection, "a served connection") for _ in range(3)]
+        held = [eventually(lambda: served_connection(server), "a served one") for _ in range(3)]
         with server.connect() as fourth:
             status, headers, body = get_on(fourth)
             assert status == 503
@@ -339,7 +341,9 @@ def test_past_max_connections_a_connection_gets_a_canned_503(migrated, database_
             assert is_closed(fourth) or fourth.recv(1) == b""  # closed by the server
         assert [get_on(sock)[0] for sock in held] == [200, 200, 200]
         held.pop().close()
-        replacement = eventually(served_connection, "a connection served after one closed")
+        replacement = eventually(
+            lambda: served_connection(server), "a connection served after one closed"
+        )
         assert get_on(replacement, "/country/FR")[0] == 200
         for sock in [*held, replacement]:
             sock.close()
@@ -381,15 +385,9 @@ def test_past_max_connections_refusals_do_not_wait_for_the_busy_loop(migrated, d
         MAX_CONNECTIONS=str(held_count),
         KEEP_ALIVE_TIMEOUT_SECONDS="60",
     ) as server:
-
-        def served_connection() -> socket.socket | None:
-            sock = server.connect()  # the start-up probe's may not be gone yet: retry
-            if get_on(sock)[0] == 200:
-                return sock
-            sock.close()
-            return None
-
-        held = [eventually(served_connection, "a served connection") for _ in range(held_count)]
+        held = [
+            eventually(lambda: served_connection(server), "a served one") for _ in range(held_count)
+        ]
         pipeline = b"GET /country/GB HTTP/1.1\r\nHost: x\r\n\r\n" * depth
         statuses: list[list[int]] = []
         readers = [
@@ -431,15 +429,7 @@ def test_a_refused_client_still_sending_reads_its_503(migrated, database_url):
     what it sends, then closes (closing on unread input resets the connection: the client's
     send fails, and it never reads the answer)."""
     with served(database_url, MAX_CONNECTIONS="1", KEEP_ALIVE_TIMEOUT_SECONDS="60") as server:
-
-        def served_connection() -> socket.socket | None:
-            sock = server.connect()  # the start-up probe's may not be gone yet: retry
-            if get_on(sock)[0] == 200:
-                return sock
-            sock.close()
-            return None
-
-        held = eventually(served_connection, "a served connection")
+        held = eventually(lambda: served_connection(server), "a served connection")
         body = b"{" + b" " * (16 * MB) + b"}"  # more than sockets buffer
         with server.connect() as refused:
             refused.sendall(
