@@ -423,7 +423,7 @@ def server_options(settings: Settings) -> dict[str, object]:
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         "timeout_graceful_shutdown": settings.drain_timeout_seconds,  # then tasks are cancelled
         # uvicorn's limit_concurrency counts idle keep-alive connections and answers a
-        # plain-text 503 without Retry-After: the app's ConcurrencyLimit does it instead.
+        # plain-text 503 without Retry-After: the app's edge (src/edge.py) does it instead.
         "limit_concurrency": None,
         "proxy_headers": False,
         "server_header": False,  # no `server: uvicorn` banner
