@@ -313,6 +313,16 @@ def get_on(sock: socket.socket, path: str = "/country/GB") -> tuple[int | None, 
     return read_response(sock)
 
 
+def assert_canned_503(status: int | None, headers: dict[str, str], body: bytes) -> None:
+    """The answer of a connection past MAX_CONNECTIONS: JSON 503, Retry-After, closing."""
+    assert status == 503
+    assert headers["retry-after"].isdigit()
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert headers["x-request-id"]
+    assert json.loads(body)["code"] == "service_unavailable"
+
+
 def served_connection(server) -> socket.socket | None:
     """A connection that was just served a GET (None, closed, if it was not: the start-up
     probe's connection may not be gone yet, so callers retry)."""
@@ -330,13 +340,7 @@ def test_past_max_connections_a_connection_gets_a_canned_503(migrated, database_
     with served(database_url, MAX_CONNECTIONS="3", KEEP_ALIVE_TIMEOUT_SECONDS="60") as server:
         held = [eventually(lambda: served_connection(server), "a served one") for _ in range(3)]
         with server.connect() as fourth:
-            status, headers, body = get_on(fourth)
-            assert status == 503
-            assert headers["retry-after"].isdigit()
-            assert headers["content-type"] == "application/json"
-            assert headers["connection"] == "close"
-            assert headers["x-request-id"]
-            assert json.loads(body)["code"] == "service_unavailable"
+            assert_canned_503(*get_on(fourth))
             fourth.settimeout(PATIENCE_SECONDS)
             assert is_closed(fourth) or fourth.recv(1) == b""  # closed by the server
         assert [get_on(sock)[0] for sock in held] == [200, 200, 200]
@@ -403,13 +407,8 @@ def test_past_max_connections_refusals_do_not_wait_for_the_busy_loop(migrated, d
         busy_answered = sum(len(seen) for seen in statuses)
         for reader in readers:
             reader.join(PATIENCE_SECONDS)
-        for status, headers, body in answers:
-            assert status == 503
-            assert headers["retry-after"].isdigit()
-            assert headers["content-type"] == "application/json"
-            assert headers["connection"] == "close"
-            assert headers["x-request-id"]
-            assert json.loads(body)["code"] == "service_unavailable"
+        for answer in answers:
+            assert_canned_503(*answer)
         for sock in refused:
             sock.settimeout(PATIENCE_SECONDS)
             assert is_closed(sock) or sock.recv(1) == b""  # closed by the server

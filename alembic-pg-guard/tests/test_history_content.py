@@ -26,10 +26,11 @@ from alembic_pg_guard import (
 from alembic_pg_guard._fingerprint import fingerprint
 from alembic_pg_guard._steps import revision_failure
 from alembic_pg_guard._verify import verify
-from guard_helpers import MODELS, Project, clean_env, make_project
+from guard_helpers import CREATE_GADGET, MODELS, Project, clean_env, make_project
 from sqlalchemy import URL, Engine, inspect, text
 
-FIRST = '''"""gadget"""
+FIRST = (
+    '''"""gadget"""
 
 import sqlalchemy as sa
 from alembic import op
@@ -38,17 +39,9 @@ revision = "aaaa00000001"
 down_revision = None
 
 
-def upgrade():
-    op.create_table(
-        "gadget",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-        sa.Column("name", sa.Text(), nullable=False),
-    )
-
-
-def downgrade():
-    op.drop_table("gadget")
 '''
+    + CREATE_GADGET
+)
 
 # The same revision as a careless formatter and a commenter leave it: not a change.
 FIRST_REFORMATTED = """\"\"\"gadget: the first table
