@@ -1,9 +1,10 @@
-"""The app's one connection pool, seen two ways: autocommit connections for reads (one
-SELECT needs no BEGIN), READ COMMITTED transactions for writes. `work(conn)` is sync
-SQLAlchemy run by `run_sync()`; a fair ConnectionGate queues requests (docs/performance.md)."""
+"""The app's one connection pool, used two ways: reads run `await work(reads)` on the pooled
+driver connection (src/reads.py: no BEGIN, no SQLAlchemy execution layer); writes run sync
+SQLAlchemy `work(conn)` by `run_sync()` in a READ COMMITTED transaction. A fair
+ConnectionGate queues requests (docs/performance.md)."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from src.config import Settings
+from src.reads import Reads, SqlSpan
 from src.tls import asyncpg_ssl
 
 POOL_TIMEOUT_SECONDS = 10
@@ -28,6 +30,7 @@ SESSION_SETTINGS = {
 }
 T = TypeVar("T")
 Work = Callable[[Connection], T]
+ReadWork = Callable[[Reads], Awaitable[T]]
 Connect = Callable[[], AsyncContextManager[AsyncConnection]]
 
 
@@ -117,6 +120,7 @@ class Database:
             event.listen(self.autocommit.sync_engine, "connect", _pin_settings, insert=True)
         self.transactional = self.autocommit.execution_options(isolation_level="READ COMMITTED")
         self.pooled = settings.db_transaction_pooler
+        self.sql_span: SqlSpan | None = None  # set when traced (src/telemetry.py)
         # One connection fewer than the pool holds: kept for `probe()` (the /ready check),
         # which does not queue here, so a loaded app still answers its readiness probe.
         self.gate = ConnectionGate(max(settings.db_pool_size + settings.db_max_overflow - 1, 1))
@@ -126,10 +130,27 @@ class Database:
         keeps one server connection from asyncpg's Parse to its Execute."""
         return self.transactional.begin() if self.pooled else self.autocommit.connect()
 
-    async def read(self, work: Work[T]) -> T:
-        """`work(conn)` on an autocommit connection: no transaction."""
+    async def read(self, work: ReadWork[T]) -> T:
+        """`await work(reads)` on a pooled connection, outside a transaction (asyncpg itself
+        re-prepares a statement a migration made stale)."""
         async with self.gate:
-            return await _run(self._reading, work)
+            pooled = await self.autocommit.raw_connection()  # the pool's checks run here
+            try:
+                driver = pooled.driver_connection
+                reads = Reads(driver, self.autocommit.dialect, self.sql_span)
+                if not self.pooled:
+                    return await work(reads)
+                async with driver.transaction(readonly=True):  # see _reading()
+                    return await work(reads)
+            except BaseException as exc:
+                # Unless the server answered (an SQL error), the connection was cut off
+                # mid-statement (cancelled, timed out, lost): not for the next request.
+                answered = isinstance(exc, asyncpg.PostgresError)
+                if not answered or isinstance(exc, asyncpg.PostgresConnectionError):
+                    pooled.invalidate()
+                raise
+            finally:
+                pooled.close()  # back to the pool (nothing to roll back)
 
     async def write(self, work: Work[T]) -> T:
         """`work(conn)` in one READ COMMITTED transaction: committed when it returns, rolled

@@ -5,11 +5,12 @@ import logging
 import time
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, EmulatedDBAPIException, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -101,7 +102,12 @@ def is_database_outage(exc: BaseException) -> bool:
     code = sqlstate(exc)
     if code is not None:
         return code in UNAVAILABLE_SQLSTATES or code.startswith(UNAVAILABLE_SQLSTATE_CLASSES)
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+    if isinstance(exc, EmulatedDBAPIException) and exc.orig is not None:
+        return is_database_outage(exc.orig)  # the driver's own error, as the pool raised it
+    # asyncpg's InterfaceError (the reads' driver) as SQLAlchemy's, which wraps the same.
+    if isinstance(
+        exc, OperationalError | InterfaceError | PoolTimeoutError | asyncpg.InterfaceError
+    ):
         return True
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated
@@ -150,6 +156,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for exc_type in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
+    # The reads run on the driver (src/reads.py): asyncpg's errors, and the pool's checkout
+    # raises the driver's (SQLAlchemy's emulated DBAPI errors) unwrapped.
+    driver = (asyncpg.PostgresError, asyncpg.InterfaceError, EmulatedDBAPIException)
+    for exc_type in (*driver, DBAPIError, PoolTimeoutError, OSError, TimeoutError):
         app.add_exception_handler(exc_type, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -42,7 +42,7 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.database = database = Database(settings)
         if telemetry:
-            telemetry.instrument_engine(database.autocommit)
+            telemetry.instrument_database(database)
         if settings.postgres_app_user is None:
             logger.warning(
                 "the API logs in as the schema owner: set POSTGRES_APP_USER and "

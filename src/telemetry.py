@@ -5,6 +5,7 @@ nothing is imported or wrapped, and requests pay nothing."""
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from src.db import Database
 
 logger = logging.getLogger(__name__)
 # The request ID (src/logs.py) as the server span's http.response.header.x_request_id.
@@ -69,9 +72,25 @@ class Telemetry:
             exclude_spans=["receive", "send"],  # one span per ASGI message is noise
         )
 
-    def instrument_engine(self, engine: AsyncEngine) -> None:
-        """SQL spans (children of the current request's span) and pool usage, by
-        SQLAlchemy's events on this engine; the transactional view shares them."""
+    def instrument_database(self, database: Database) -> None:
+        """SQL spans (children of the current request's span): the reads' own (they run
+        on the driver), SQLAlchemy's events for the rest, with pool usage."""
+        from opentelemetry.trace import SpanKind
+
+        tracer = self.tracer_provider.get_tracer(__name__)
+        name = database.autocommit.url.database
+
+        def sql_span(sql: str) -> AbstractContextManager[object]:
+            return tracer.start_as_current_span(
+                f"{sql.split(None, 1)[0]} {name}",
+                kind=SpanKind.CLIENT,
+                attributes={"db.system": "postgresql", "db.name": name, "db.statement": sql},
+            )
+
+        database.sql_span = sql_span
+        self._instrument_engine(database.autocommit)
+
+    def _instrument_engine(self, engine: AsyncEngine) -> None:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         # skip_dep_check: the package still declares sqlalchemy<2.1, but uses only the

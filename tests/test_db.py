@@ -137,7 +137,12 @@ async def test_reads_do_not_open_transactions_and_writes_do(one_connection: Data
         conn.execute(text("SELECT pg_sleep(0.01)"))
         return first == conn.scalar(text("SELECT now()"))
 
-    assert await one_connection.read(same_transaction) is False
+    async def same_transaction_read(reads) -> bool:
+        first = await reads.scalar(text("SELECT now()"))
+        await reads.scalar(text("SELECT pg_sleep(0.01)"))
+        return first == await reads.scalar(text("SELECT now()"))
+
+    assert await one_connection.read(same_transaction_read) is False
     assert await one_connection.write(same_transaction) is True
 
 

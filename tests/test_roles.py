@@ -36,11 +36,12 @@ def pgcode(engine: Engine, sql: str) -> str | None:
 async def test_the_api_logs_in_as_its_own_unprivileged_role(settings: Settings, migrated: Engine):
     database = Database(settings)
     try:
-        user, is_super = await database.read(
-            lambda conn: conn.execute(
+        row = await database.read(
+            lambda reads: reads.one(
                 text("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
-            ).one()
+            )
         )
+        user, is_super = row["current_user"], row["rolsuper"]
     finally:
         await database.dispose()
     assert (user, is_super) == (APP_ROLE, False)

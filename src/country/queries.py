@@ -1,13 +1,15 @@
-"""The SQL of /country as plain functions of a sync Connection, built once at import with
-bound parameters; the unique constraints decide conflicts, so concurrent writes cannot both win."""
+"""The SQL of /country, built once at import with bound parameters: reads as async
+functions of Reads (src/reads.py), writes as functions of a sync Connection in the write's
+transaction; the unique constraints decide conflicts, so concurrent writes cannot both win."""
 
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from src.kit.pagination import name_match, page_of, paged
+from src.kit.pagination import name_match, page_of, paged, search_pattern
 from src.models import Country
+from src.reads import Reads
 
 UNIQUE_VIOLATION = "23505"
 # The unique constraints a client's values can take, by name (src/models.py's convention).
@@ -38,33 +40,42 @@ COUNTRY_BY_CODE = {n: select(*COUNTRY_COLUMNS).where(m) for n, m in _BY_CODE.ite
 LOCKED_BY_CODE = {n: stmt.with_for_update() for n, stmt in COUNTRY_BY_CODE.items()}
 COUNTRY_ID_BY_CODE = {n: select(Country.id).where(m) for n, m in _BY_CODE.items()}
 COUNTRY_PAGE, COUNTRY_COUNT = paged(select(*COUNTRY_COLUMNS), Country.alpha2)
+SEARCH_PAGE, SEARCH_COUNT = paged(
+    select(*COUNTRY_COLUMNS), Country.alpha2, name_match(Country.name)
+)
 
 
 # --- reads ---------------------------------------------------------------------------
 
 
-def country(conn: Connection, code: str, *, lock: bool = False) -> dict[str, Any] | None:
-    """As GET shows it; `lock`: held until the write's transaction ends (FOR UPDATE)."""
+async def country(reads: Reads, code: str) -> dict[str, Any] | None:
+    """As GET shows it."""
     _, params = by_code(code)
-    row = conn.execute((LOCKED_BY_CODE if lock else COUNTRY_BY_CODE)[len(code)], params).first()
-    return None if row is None else row._asdict()
+    return await reads.one(COUNTRY_BY_CODE[len(code)], params)
 
 
-def country_id(conn: Connection, code: str) -> int | None:
+async def country_id(reads: Reads, code: str) -> int | None:
     _, params = by_code(code)
-    return conn.scalar(COUNTRY_ID_BY_CODE[len(code)], params)
+    return await reads.scalar(COUNTRY_ID_BY_CODE[len(code)], params)
 
 
-def country_page(
-    conn: Connection, q: str | None, limit: int, offset: int, after: str | None
+async def country_page(
+    reads: Reads, q: str | None, limit: int, offset: int, after: str | None
 ) -> dict[str, Any]:
-    stmt, count = COUNTRY_PAGE, COUNTRY_COUNT
-    if q:  # autoescape needs the text itself, so this filter is built per request
-        stmt, count = paged(select(*COUNTRY_COLUMNS), Country.alpha2, name_match(Country.name, q))
-    return page_of(conn, stmt, count, {}, limit, offset, after)
+    if q:
+        pattern = search_pattern(q)
+        return await page_of(reads, SEARCH_PAGE, SEARCH_COUNT, pattern, limit, offset, after)
+    return await page_of(reads, COUNTRY_PAGE, COUNTRY_COUNT, {}, limit, offset, after)
 
 
 # --- writes --------------------------------------------------------------------------
+
+
+def locked_country(conn: Connection, code: str) -> dict[str, Any] | None:
+    """As GET shows it, locked until the write's transaction ends (FOR UPDATE)."""
+    _, params = by_code(code)
+    row = conn.execute(LOCKED_BY_CODE[len(code)], params).first()
+    return None if row is None else row._asdict()
 
 
 class DuplicateCountry(Exception):

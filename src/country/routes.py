@@ -1,7 +1,7 @@
 """The /country resource: ISO 3166-1 countries.
 
-Handlers validate, hand the SQL in queries.py to the Database (reads on autocommit
-connections, writes in a transaction) and serialise the result once. The Resource (the
+Handlers validate, hand the SQL in queries.py to the Database (reads on a pooled
+connection, writes in a transaction) and serialise the result once. The Resource (the
 kit) keeps reads in the response cache and flushes it on writes.
 """
 
@@ -43,7 +43,7 @@ async def list_countries(
 
     async def load() -> dict[str, Any]:
         page = await database(request).read(
-            lambda conn: queries.country_page(conn, q, limit, offset, after)
+            lambda reads: queries.country_page(reads, q, limit, offset, after)
         )
         return with_next_link(request, page)
 
@@ -57,7 +57,7 @@ async def get_country(request: Request, code: Code) -> Response:
     """One country by alpha-2 or alpha-3 code."""
 
     async def load() -> dict[str, Any]:
-        found = await database(request).read(lambda conn: queries.country(conn, code))
+        found = await database(request).read(lambda reads: queries.country(reads, code))
         if found is None:
             raise resource.not_found(code.upper())
         return found
@@ -107,7 +107,7 @@ async def update_country(request: Request, code: Code, body: CountryUpdate) -> R
 
     def change(conn) -> str | None:
         if conditions:
-            conditions.check(queries.country(conn, code, lock=True))
+            conditions.check(queries.locked_country(conn, code))
         return queries.update_country(conn, code, values)
 
     try:
@@ -134,7 +134,7 @@ async def delete_country(request: Request, code: Code) -> Response:
 
     def remove(conn) -> bool:
         if conditions:
-            conditions.check(queries.country(conn, code, lock=True))
+            conditions.check(queries.locked_country(conn, code))
         return queries.delete_country(conn, code)
 
     if not await resource.write(request, remove):

@@ -1,12 +1,11 @@
 """Request bodies as strict JSON: an object that names a key twice is refused (422), not
-read as its last value, which another parser of the same bytes may not agree with."""
+read as its last value, which another parser of the same bytes may not agree with. Every
+resource route reads its body this way (src/kit/route.py)."""
 
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Request
 
 
 class DuplicateKey(ValueError):
@@ -33,16 +32,3 @@ class StrictJsonRequest(Request):
                 text = body.decode("utf-8", "replace")
                 raise json.JSONDecodeError(f"duplicate key {exc.args[0]!r}", text, 0) from None
         return self._json
-
-
-class StrictJsonRoute(APIRoute):
-    """A route whose handler reads its JSON body with StrictJsonRequest (FastAPI's way to
-    change how a body is parsed: a custom route class)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def strict(request: Request) -> Response:
-            return await handler(StrictJsonRequest(request.scope, request.receive))
-
-        return strict

@@ -8,9 +8,10 @@ from urllib.parse import urlencode
 
 from fastapi import HTTPException, Query, Request
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, literal, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal, select
 
 from src.kit.text import TEXT_RULES, SearchText, clean_text
+from src.reads import Reads, rendered
 
 Item = TypeVar("Item")
 
@@ -116,11 +117,11 @@ def paged(
     ), total
 
 
-def page_of(
-    conn: Connection,
+async def page_of(
+    reads: Reads,
     stmt: Select,
     count_stmt: Select,
-    params: dict,
+    params: dict[str, Any],
     limit: int,
     offset: int,
     after: str | None,
@@ -128,13 +129,13 @@ def page_of(
     """One round trip for a `paged()` statement: the rows, the capped total (a second
     query only when the page is empty) and the key after which the next page starts."""
     bound = {**params, "limit": limit, "offset": offset, "after": after or ""}
-    result = conn.execute(stmt, bound)
-    fields = tuple(result.keys())[:-1]  # zip() below stops there: the total is left out
-    rows = result.all()
-    total = rows[0][-1] if rows else conn.scalar(count_stmt, params)
+    rows = await reads.all(stmt, bound)
+    total = rows[0]["total"] if rows else await reads.scalar(count_stmt, params)
+    items = rows[:limit]
+    for item in items:
+        del item["total"]
     more = len(rows) > limit
-    items = [dict(zip(fields, row)) for row in rows[:limit]]  # noqa: B905
-    return page_body(items, total, limit, offset, items[-1][fields[0]] if more else None)
+    return page_body(items, total, limit, offset, next(iter(items[-1].values())) if more else None)
 
 
 def page_body(
@@ -151,9 +152,13 @@ def page_body(
     }
 
 
-def name_match(column: ColumnElement[str], q: str) -> ColumnElement[bool]:
-    """lower(name) LIKE lower('%q%'); the pattern is rendered (quoted), not bound, so the
-    planner sees it and asks the trigram index rather than filtering every row."""
+def name_match(column: ColumnElement[str]) -> ColumnElement[bool]:
+    """lower(name) LIKE lower(:pattern), its `search_pattern()` rendered (quoted), not bound,
+    so the planner sees it and asks the trigram index rather than filtering every row."""
+    return func.lower(column).like(func.lower(rendered("pattern")), escape="/")
+
+
+def search_pattern(q: str) -> dict[str, str]:
+    """The `pattern` parameter of `name_match()`: rows whose name contains `q`, any case."""
     escaped = q.replace("/", "//").replace("%", "/%").replace("_", "/_")
-    pattern = bindparam("pattern", f"%{escaped}%", literal_execute=True)
-    return func.lower(column).like(func.lower(pattern), escape="/")
+    return {"pattern": f"%{escaped}%"}

@@ -5,14 +5,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import MetaData
 
 from src.db import T, Work
 from src.kit import cache, openapi
-from src.kit.bodies import StrictJsonRoute
-from src.kit.deps import database, known_query
+from src.kit.deps import database
 from src.kit.responses import json_with_etag
+from src.kit.route import ResourceRoute
 from src.kit.triggers import CACHED
 
 
@@ -33,8 +33,7 @@ class Resource:
         self.router = APIRouter(
             prefix=self.prefix,
             tags=[self.name],
-            dependencies=[Depends(known_query)],
-            route_class=StrictJsonRoute,  # duplicate JSON keys: 422
+            route_class=ResourceRoute,  # strict JSON bodies, no unknown query parameters
         )
 
     @property

@@ -35,7 +35,7 @@ async def list_subdivisions(
 
     async def load() -> dict[str, Any]:
         page = await database(request).read(
-            lambda conn: queries.subdivision_page(conn, code, q, limit, offset, after)
+            lambda reads: queries.subdivision_page(reads, code, q, limit, offset, after)
         )
         if page is None:
             raise resource.not_found(code.upper())
