@@ -20,7 +20,7 @@ from sqlalchemy.pool import NullPool
 from devtools.embedded_pg import EmbeddedPostgres, throwaway, traversable_tempdir
 from src.cli import CommandFailure
 from src.config import PROJECT_ROOT, Settings, read_settings
-from src.logs import configure_logging
+from src.logs import configure_logging, flush_access
 from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD, asgi_client
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -145,7 +145,12 @@ def log_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[str], Li
     def configure(log_format: str) -> Lines:
         configure_logging(Settings(_env_file=None, log_format=log_format, log_level="INFO"))
         capsys.readouterr()
-        return lambda: capsys.readouterr().err.splitlines()
+
+        def lines() -> list[str]:
+            flush_access()  # written at the end of the event loop's turn otherwise
+            return capsys.readouterr().err.splitlines()
+
+        return lines
 
     yield configure
     configure_logging(Settings(_env_file=None, log_level="WARNING"))
