@@ -1,7 +1,7 @@
-"""The app's one connection pool, used two ways: reads run `await work(reads)` on the pooled
-driver connection (src/reads.py: no BEGIN, no SQLAlchemy execution layer); writes run sync
-SQLAlchemy `work(conn)` by `run_sync()` in a READ COMMITTED transaction. A fair
-ConnectionGate queues requests (docs/performance.md)."""
+"""The app's one connection pool. Reads and writes run `await work(...)` on a pooled
+connection's driver (src/reads.py: no SQLAlchemy execution layer, no greenlet hop): reads
+outside a transaction, writes in one READ COMMITTED transaction. /ready's probe runs sync
+SQLAlchemy by `run_sync()` (the guard's API). A fair ConnectionGate queues requests."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from src.config import Settings
-from src.reads import Reads, SqlSpan
+from src.reads import Reads, SqlSpan, Writes
 from src.tls import asyncpg_ssl
 
 POOL_TIMEOUT_SECONDS = 10
@@ -30,7 +30,10 @@ SESSION_SETTINGS = {
 }
 T = TypeVar("T")
 Work = Callable[[Connection], T]
+R = TypeVar("R", bound=Reads)
 ReadWork = Callable[[Reads], Awaitable[T]]
+WriteWork = Callable[[Writes], Awaitable[T]]
+READ_COMMITTED = {"isolation": "read_committed"}
 Connect = Callable[[], AsyncContextManager[AsyncConnection]]
 
 
@@ -61,9 +64,9 @@ def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) ->
 
 
 async def _run(connect: Connect, work: Work[T]) -> T:
-    """`work(conn)`, run once more from its start if a statement was stale (asyncpg's
-    InvalidCachedStatementError: a migration retyped a column since it was prepared). That
-    error ends the transaction before any commit; SQLAlchemy has dropped its statements."""
+    """`work(conn)`, run once more if a statement was stale (asyncpg's
+    InvalidCachedStatementError: a migration retyped a column since it was prepared);
+    SQLAlchemy has dropped its statements."""
     try:
         async with connect() as conn:
             return await conn.run_sync(work)
@@ -132,31 +135,44 @@ class Database:
 
     async def read(self, work: ReadWork[T]) -> T:
         """`await work(reads)` on a pooled connection, outside a transaction (asyncpg itself
-        re-prepares a statement a migration made stale)."""
+        prepares again a statement a migration made stale)."""
         async with self.gate:
-            pooled = await self.autocommit.raw_connection()  # the pool's checks run here
-            try:
-                driver = pooled.driver_connection
-                reads = Reads(driver, self.autocommit.dialect, self.sql_span)
-                if not self.pooled:
-                    return await work(reads)
-                async with driver.transaction(readonly=True):  # see _reading()
-                    return await work(reads)
-            except BaseException as exc:
-                # Unless the server answered (an SQL error), the connection was cut off
-                # mid-statement (cancelled, timed out, lost): not for the next request.
-                answered = isinstance(exc, asyncpg.PostgresError)
-                if not answered or isinstance(exc, asyncpg.PostgresConnectionError):
-                    pooled.invalidate()
-                raise
-            finally:
-                pooled.close()  # back to the pool (nothing to roll back)
+            return await self._on_driver(work, Reads, {"readonly": True} if self.pooled else None)
 
-    async def write(self, work: Work[T]) -> T:
-        """`work(conn)` in one READ COMMITTED transaction: committed when it returns, rolled
-        back if it raises (the exception, an IntegrityError say, then reaches the caller)."""
+    async def write(self, work: WriteWork[T]) -> T:
+        """`await work(writes)` in one READ COMMITTED transaction: committed when it returns,
+        rolled back if it raises (the exception, asyncpg's UniqueViolationError say, then
+        reaches the caller). Run once more from its start if a statement was stale (a
+        migration retyped a column since it was prepared): that error ends the transaction
+        before any commit, and asyncpg has dropped the statement."""
         async with self.gate:
-            return await _run(self.transactional.begin, work)
+            try:
+                return await self._on_driver(work, Writes, READ_COMMITTED)
+            except asyncpg.InvalidCachedStatementError:
+                return await self._on_driver(work, Writes, READ_COMMITTED)
+
+    async def _on_driver(
+        self, work: Callable[[R], Awaitable[T]], handle: type[R], transaction: dict | None
+    ) -> T:
+        """`work` on a pooled connection's driver, in a transaction with these options (see
+        _reading() for the pooler's)."""
+        pooled = await self.autocommit.raw_connection()  # the pool's checks run here
+        try:
+            driver = pooled.driver_connection
+            statements = handle(driver, self.autocommit.dialect, self.sql_span)
+            if transaction is None:
+                return await work(statements)
+            async with driver.transaction(**transaction):
+                return await work(statements)
+        except BaseException as exc:
+            # Unless the server answered (an SQL error), the connection was cut off
+            # mid-statement (cancelled, timed out, lost): not for the next request.
+            answered = isinstance(exc, asyncpg.PostgresError)
+            if not answered or isinstance(exc, asyncpg.PostgresConnectionError):
+                pooled.invalidate()
+            raise
+        finally:
+            pooled.close()  # back to the pool (its transaction, if any, has ended)
 
     async def probe(self, work: Work[T]) -> T:
         """`work(conn)` like `read`, but outside the gate, on the connection kept for it."""

@@ -1,5 +1,5 @@
-"""Reads on the pooled asyncpg connection itself: SQLAlchemy Core statements compiled once
-per statement object and run by the driver, without SQLAlchemy's execution layer or a
+"""Statements on the pooled asyncpg connection itself: SQLAlchemy Core statements compiled
+once per statement object and run by the driver, without SQLAlchemy's execution layer or a
 greenlet hop, which together cost more CPU than the query (docs/performance.md). Rows are
 dicts keyed by the statement's column labels, converted as SQLAlchemy would convert them."""
 
@@ -135,3 +135,16 @@ class Reads:
             return await fetch(sql, *args)
         with self._span(sql):
             return await fetch(sql, *args)
+
+
+class Writes(Reads):
+    """Reads and writes in one READ COMMITTED transaction; `Database.write(work)` hands one
+    to `work`, commits when it returns and rolls back when it raises."""
+
+    __slots__ = ()
+
+    async def execute(self, stmt: Executable, params: Mapping[str, Any] = NONE) -> int:
+        """A statement that returns no rows; the number of rows it changed."""
+        status = await self._run(self._connection.execute, compiled(stmt, self._dialect), params)
+        count = status.rpartition(" ")[2]
+        return int(count) if count.isdigit() else 0

@@ -5,10 +5,10 @@ import asyncio
 import subprocess
 import sys
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 
 from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings
@@ -100,15 +100,15 @@ async def test_a_failed_write_is_rolled_back_and_its_connection_reused_clean(
 ):
     insert_xq = text("INSERT INTO country (alpha2, alpha3, name) VALUES ('XQ', 'XQQ', 'Gone')")
 
-    def insert_then_fail(conn):
-        conn.execute(insert_xq)
+    async def insert_then_fail(db):
+        await db.execute(insert_xq)
         raise RuntimeError("the route failed after writing")
 
     with pytest.raises(RuntimeError):
         await one_connection.write(insert_then_fail)
     duplicate = text("INSERT INTO country (alpha2, alpha3, name) VALUES ('GB', 'GBX', 'Dup')")
-    with pytest.raises(IntegrityError):
-        await one_connection.write(lambda conn: conn.execute(duplicate))
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await one_connection.write(lambda db: db.execute(duplicate))
 
     # The one pooled connection is back in the pool, outside any transaction, and reads
     # on it work; nothing of either write was kept.
@@ -121,8 +121,8 @@ async def test_a_failed_write_is_rolled_back_and_its_connection_reused_clean(
         )
         assert open_transactions == 0
         assert conn.scalar(text("SELECT count(*) FROM country WHERE alpha2 = 'XQ'")) == 0
-    assert await one_connection.read(lambda conn: conn.scalar(text("SELECT 1"))) == 1
-    kept = await one_connection.write(lambda conn: conn.execute(insert_xq).rowcount)
+    assert await one_connection.read(lambda reads: reads.scalar(text("SELECT 1"))) == 1
+    kept = await one_connection.write(lambda db: db.execute(insert_xq))
     assert kept == 1
     with db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM country WHERE alpha2 = 'XQ'")) == 1
@@ -132,17 +132,12 @@ async def test_reads_do_not_open_transactions_and_writes_do(one_connection: Data
     """Which engine is which: each read statement is its own transaction (autocommit),
     a write's statements share one (now() is the transaction's start time)."""
 
-    def same_transaction(conn) -> bool:
-        first = conn.scalar(text("SELECT now()"))
-        conn.execute(text("SELECT pg_sleep(0.01)"))
-        return first == conn.scalar(text("SELECT now()"))
+    async def same_transaction(db) -> bool:
+        first = await db.scalar(text("SELECT now()"))
+        await db.scalar(text("SELECT pg_sleep(0.01)"))
+        return first == await db.scalar(text("SELECT now()"))
 
-    async def same_transaction_read(reads) -> bool:
-        first = await reads.scalar(text("SELECT now()"))
-        await reads.scalar(text("SELECT pg_sleep(0.01)"))
-        return first == await reads.scalar(text("SELECT now()"))
-
-    assert await one_connection.read(same_transaction_read) is False
+    assert await one_connection.read(same_transaction) is False
     assert await one_connection.write(same_transaction) is True
 
 

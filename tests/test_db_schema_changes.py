@@ -101,12 +101,12 @@ async def test_a_unit_of_work_is_retried_from_its_start(settings: Settings, db, 
     insert = text("INSERT INTO country (alpha2, alpha3, name) VALUES ('XC', 'XCC', 'C')")
     read_gb = text("SELECT name FROM country WHERE alpha2 = 'GB'")
 
-    def insert_then_read(conn) -> str:
-        conn.execute(insert)
-        return conn.scalar(read_gb)
+    async def insert_then_read(db) -> str:
+        await db.execute(insert)
+        return await db.scalar(read_gb)
 
     try:
-        assert await database.read(lambda conn: conn.scalar(read_gb)) == "United Kingdom"
+        assert await database.read(lambda reads: reads.scalar(read_gb)) == "United Kingdom"
         retype_name("varchar(300)")
         assert await database.write(insert_then_read) == "United Kingdom"
     finally:

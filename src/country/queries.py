@@ -1,17 +1,17 @@
-"""The SQL of /country, built once at import with bound parameters: reads as async
-functions of Reads (src/reads.py), writes as functions of a sync Connection in the write's
-transaction; the unique constraints decide conflicts, so concurrent writes cannot both win."""
+"""The SQL of /country, built once at import with bound parameters, as async functions of
+Reads (src/reads.py) or, in a write's transaction, Writes; the unique constraints decide
+conflicts, so concurrent writes cannot both win."""
 
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+import asyncpg
+from sqlalchemy import ColumnElement, Update, bindparam, delete, insert, select, update
 
 from src.kit.pagination import name_match, page_of, paged, search_pattern
 from src.models import Country
-from src.reads import Reads
+from src.reads import Reads, Writes
 
-UNIQUE_VIOLATION = "23505"
 # The unique constraints a client's values can take, by name (src/models.py's convention).
 UNIQUE_FIELDS = {"country_alpha2_key": "alpha2", "country_alpha3_key": "alpha3"}
 PRIMARY_KEY = "country_pkey"
@@ -39,6 +39,12 @@ def by_code(code: str) -> tuple[ColumnElement[bool], dict[str, str]]:
 COUNTRY_BY_CODE = {n: select(*COUNTRY_COLUMNS).where(m) for n, m in _BY_CODE.items()}
 LOCKED_BY_CODE = {n: stmt.with_for_update() for n, stmt in COUNTRY_BY_CODE.items()}
 COUNTRY_ID_BY_CODE = {n: select(Country.id).where(m) for n, m in _BY_CODE.items()}
+# The columns a client sets (CountryCreate's fields), each bound under its own name.
+WRITABLE = ("alpha2", "alpha3", "name", "numeric", "official_name")
+INSERT_COUNTRY = (
+    insert(Country).values({f: bindparam(f) for f in WRITABLE}).returning(*COUNTRY_COLUMNS)
+)
+DELETE_BY_CODE = {n: delete(Country).where(m).returning(Country.id) for n, m in _BY_CODE.items()}
 COUNTRY_PAGE, COUNTRY_COUNT = paged(select(*COUNTRY_COLUMNS), Country.alpha2)
 SEARCH_PAGE, SEARCH_COUNT = paged(
     select(*COUNTRY_COLUMNS), Country.alpha2, name_match(Country.name)
@@ -71,11 +77,10 @@ async def country_page(
 # --- writes --------------------------------------------------------------------------
 
 
-def locked_country(conn: Connection, code: str) -> dict[str, Any] | None:
+async def locked_country(db: Writes, code: str) -> dict[str, Any] | None:
     """As GET shows it, locked until the write's transaction ends (FOR UPDATE)."""
     _, params = by_code(code)
-    row = conn.execute(LOCKED_BY_CODE[len(code)], params).first()
-    return None if row is None else row._asdict()
+    return await db.one(LOCKED_BY_CODE[len(code)], params)
 
 
 class DuplicateCountry(Exception):
@@ -91,41 +96,43 @@ class IdSequenceBehind(Exception):
     API's role may not setval() (USAGE only), so an operator resets the sequence."""
 
 
-def _duplicate(exc: IntegrityError) -> DuplicateCountry:
-    """DuplicateCountry for a unique violation; any other integrity error is re-raised."""
-    if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
-        raise exc
-    constraint = getattr(exc.orig.__cause__, "constraint_name", "") or ""
-    if constraint == PRIMARY_KEY:
+def _duplicate(exc: asyncpg.UniqueViolationError) -> DuplicateCountry:
+    if exc.constraint_name == PRIMARY_KEY:
         raise IdSequenceBehind(
             f"{PRIMARY_KEY} violated by a new country: the id sequence is behind ids inserted "
             "explicitly (by hand or a data load, not the API); reset it: SELECT setval("
             "pg_get_serial_sequence('country', 'id'), max(id)) FROM country"
         ) from None
-    return DuplicateCountry(UNIQUE_FIELDS.get(constraint))
+    return DuplicateCountry(UNIQUE_FIELDS.get(exc.constraint_name or ""))
 
 
-def insert_country(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
+async def insert_country(db: Writes, values: dict[str, Any]) -> dict[str, Any]:
     try:
-        row = conn.execute(insert(Country).values(values).returning(*COUNTRY_COLUMNS)).one()
-    except IntegrityError as exc:
+        row = await db.one(INSERT_COUNTRY, values)
+    except asyncpg.UniqueViolationError as exc:
         raise _duplicate(exc) from None
-    return row._asdict()
+    assert row is not None  # INSERT ... RETURNING: one row
+    return row
 
 
-def update_country(conn: Connection, code: str, values: dict[str, Any]) -> str | None:
+@lru_cache(maxsize=64)
+def _update_statement(fields: tuple[str, ...], code_length: int) -> Update:
+    """One statement per set of changed fields (a merge-patch sends any of them)."""
+    changes = {f: bindparam(f) for f in fields}
+    return update(Country).where(_BY_CODE[code_length]).values(changes).returning(Country.alpha2)
+
+
+async def update_country(db: Writes, code: str, values: dict[str, Any]) -> str | None:
     """The country's alpha-2 after the change, or None when there is no such country."""
-    where, params = by_code(code)
-    stmt = update(Country).where(where).values(values).returning(Country.alpha2)
+    _, params = by_code(code)
+    stmt = _update_statement(tuple(sorted(values)), len(code))
     try:
-        return conn.execute(stmt, params).scalar()
-    except IntegrityError as exc:
+        return await db.scalar(stmt, {**values, **params})
+    except asyncpg.UniqueViolationError as exc:
         raise _duplicate(exc) from None
 
 
-def delete_country(conn: Connection, code: str) -> bool:
+async def delete_country(db: Writes, code: str) -> bool:
     """True when the country existed; its subdivisions go with it (ON DELETE CASCADE)."""
-    where, params = by_code(code)
-    return (
-        conn.execute(delete(Country).where(where).returning(Country.id), params).first() is not None
-    )
+    _, params = by_code(code)
+    return await db.one(DELETE_BY_CODE[len(code)], params) is not None

@@ -1,7 +1,7 @@
 """The /country resource: ISO 3166-1 countries.
 
 Handlers validate, hand the SQL in queries.py to the Database (reads on a pooled
-connection, writes in a transaction) and serialise the result once. The Resource (the
+connection, writes in one transaction) and serialise the result once. The Resource (the
 kit) keeps reads in the response cache and flushes it on writes.
 """
 
@@ -16,6 +16,7 @@ from src.kit.pagination import After, Limit, Offset, Page, Search, one_way_to_pa
 from src.kit.preconditions import Preconditions
 from src.kit.resource import Resource
 from src.kit.responses import created
+from src.reads import Writes
 from src.security import WriteAccess
 
 resource = Resource(
@@ -81,7 +82,7 @@ async def create_country(request: Request, body: CountryCreate) -> Response:
         conditions.check_collection()
     values = body.model_dump()
     try:
-        row = await resource.write(request, lambda conn: queries.insert_country(conn, values))
+        row = await resource.write(request, lambda db: queries.insert_country(db, values))
     except queries.DuplicateCountry as exc:
         raise resource.conflict(exc.field, values) from None
     return created(row, f"/country/{row['alpha2']}")
@@ -105,10 +106,10 @@ async def update_country(request: Request, code: Code, body: CountryUpdate) -> R
     the ETag of a GET makes it conditional (412 when the country changed since)."""
     values, conditions = body.model_dump(exclude_unset=True), Preconditions.of(request)
 
-    def change(conn) -> str | None:
+    async def change(db: Writes) -> str | None:
         if conditions:
-            conditions.check(queries.locked_country(conn, code))
-        return queries.update_country(conn, code, values)
+            conditions.check(await queries.locked_country(db, code))
+        return await queries.update_country(db, code, values)
 
     try:
         alpha2 = await resource.write(request, change)
@@ -132,10 +133,10 @@ async def delete_country(request: Request, code: Code) -> Response:
     """Delete a country and its subdivisions. Requires X-API-Key; If-Match as for PATCH."""
     conditions = Preconditions.of(request)
 
-    def remove(conn) -> bool:
+    async def remove(db: Writes) -> bool:
         if conditions:
-            conditions.check(queries.locked_country(conn, code))
-        return queries.delete_country(conn, code)
+            conditions.check(await queries.locked_country(db, code))
+        return await queries.delete_country(db, code)
 
     if not await resource.write(request, remove):
         raise resource.not_found(code.upper())

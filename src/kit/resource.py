@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import MetaData
 
-from src.db import T, Work
+from src.db import T, WriteWork
 from src.kit import cache, openapi
 from src.kit.deps import database
 from src.kit.responses import json_with_etag
@@ -63,7 +63,7 @@ class Resource:
             return await cache.cached_json(request, load)
         return json_with_etag(request, await load())
 
-    async def write(self, request: Request, work: Work[T]) -> T:
+    async def write(self, request: Request, work: WriteWork[T]) -> T:
         """A write, then this process's cache flushed before the response is sent (also when
         it failed: it may have committed). Other processes hear the database's NOTIFY."""
         try:
