@@ -157,18 +157,18 @@ class Database:
         """`work` on a pooled connection's driver, in a transaction with these options (see
         _reading() for the pooler's)."""
         pooled = await self.autocommit.raw_connection()  # the pool's checks run here
+        driver = pooled.driver_connection
         try:
-            driver = pooled.driver_connection
             statements = handle(driver, self.autocommit.dialect, self.sql_span)
             if transaction is None:
                 return await work(statements)
             async with driver.transaction(**transaction):
                 return await work(statements)
-        except BaseException as exc:
-            # Unless the server answered (an SQL error), the connection was cut off
-            # mid-statement (cancelled, timed out, lost): not for the next request.
-            answered = isinstance(exc, asyncpg.PostgresError)
-            if not answered or isinstance(exc, asyncpg.PostgresConnectionError):
+        except BaseException:
+            # A statement cut off (cancelled, timed out) leaves the connection usable: asyncpg
+            # sends the server a cancel and the next statement waits for it. Not one that is
+            # lost, or still in a transaction (its rollback was cut off too).
+            if driver.is_closed() or driver.is_in_transaction():
                 pooled.invalidate()
             raise
         finally:

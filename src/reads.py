@@ -46,10 +46,10 @@ class Compiled:
         sql = self.sql
         for name, quote in self.rendered.items():
             sql = sql.replace(_MARK.format(name), quote(_given(params, name)))
-        args = [
-            _given(params, name, self.defaults) if bind is None else bind(_given(params, name))
-            for name, bind in zip(self.names, self.binds, strict=True)
-        ]
+        args = []
+        for name, bind in zip(self.names, self.binds, strict=True):
+            value = _given(params, name, self.defaults)
+            args.append(value if bind is None else bind(value))
         return sql, args
 
     def row(self, record: asyncpg.Record) -> dict[str, Any]:
@@ -74,6 +74,13 @@ def compiled(stmt: Executable, dialect: Dialect) -> Compiled:
     result = stmt.compile(dialect=dialect)
     names = tuple(name for name in result.positiontup or ())
     binds = result.binds
+    for name, bind in binds.items():
+        if bind.expanding or bind.literal_execute:  # rendered per execution by SQLAlchemy
+            raise TypeError(
+                f"parameter {name!r}: an IN list or a literal_execute parameter is not run "
+                "here; bind one array instead (column == any_(bindparam(name, "
+                "type_=ARRAY(...)))) or use rendered()"
+            )
     columns = getattr(stmt, "selected_columns", ())
     results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
     marks = set(_MARKS.findall(str(result)))

@@ -158,7 +158,7 @@ async def show(settings: Settings, name: str) -> str:
     """A setting as the API's pooled connections have it (fresh ones: a new pool)."""
     database = Database(settings)
     try:
-        return await database.write(lambda conn: conn.exec_driver_sql(f"SHOW {name}").scalar())
+        return await database.write(lambda db: db.scalar(text(f"SHOW {name}")))
     finally:
         await database.dispose()
 
