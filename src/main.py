@@ -82,7 +82,7 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
         app.add_middleware(CacheHits, cache=cache)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     # One list feeds the method guard and the app: a router cannot be served but unguarded.
-    routers = [docs.router, health.router, *(resource.router for resource in RESOURCES)]
+    routers = [*(resource.router for resource in RESOURCES), docs.router, health.router]
     own = [route for route in app.routes if isinstance(route, Route)]  # /openapi.json
     routes = [*own, *(route for router in routers for route in router.routes)]
     app.add_middleware(MethodGuard, routes=routes)
