@@ -73,6 +73,9 @@ def create_app(settings: Settings, *, telemetry: Telemetry | None = None) -> Fas
         redoc_url=None,
         static_url=docs.STATIC_URL,
         redirect_slashes=False,
+        # Traces and metrics are src/telemetry.py's (the maintained instrumentations, off
+        # unless configured); FastAPI's own would look for global providers per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.cache = cache = response_cache(settings, CACHED_TABLES)
