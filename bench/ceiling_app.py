@@ -56,8 +56,8 @@ PAGE, COUNT = page_statements()
 
 
 def name_match(q: str) -> str:
-    """src/kit/pagination.py's name_match as SQLAlchemy renders it: the pattern quoted into
-    the statement, not bound, so the planner asks the trigram index."""
+    """src/kit/pagination.py's name_match as src/reads.py renders it: the pattern quoted
+    into the statement, not bound, so the planner asks the trigram index."""
     escaped = q.replace("/", "//").replace("%", "/%").replace("_", "/_")
     quoted = "'" + f"%{escaped}%".replace("'", "''") + "'"
     return f"lower(name) LIKE lower({quoted}) ESCAPE '/'"

@@ -3,12 +3,13 @@
 Same application object as `src.main:app` (FastAPIOffline, BodyGuard, the error
 handlers, the health routes, the same path and query parameters validated by FastAPI,
 the same ETag'd orjson bodies), but `GET /country/{code}` and `GET /country` run the
-ceiling's SQL on an asyncpg pool instead of going through SQLAlchemy. So:
+ceiling's SQL on an asyncpg pool of their own instead of the app's `Database`. So:
 
 - ceiling → floor is what FastAPI and the app's own layers cost;
-- floor → app is what SQLAlchemy (engine, pool, Core execution, rows) costs.
+- floor → app is what the app's data path (SQLAlchemy's pool checkout, src/reads.py's
+  compiled statements and row conversion, the connection gate, the kit) costs.
 
-If the floor itself stays under a ratio goal, no SQLAlchemy tuning can reach it. It
+If the floor itself stays under a ratio goal, no data-path tuning can reach it. It
 serves only the two GETs (nothing else of /country). Configured like the ceiling:
 
     DATABASE_URL=postgresql://... uvicorn bench.floor_app:app

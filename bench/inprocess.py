@@ -187,13 +187,28 @@ async def measure(
             (f"SQLAlchemy checkout alone{suffix}", checkout),
             (f"SQLAlchemy checkout + prebuilt SELECT, awaited calls{suffix}", checkout_and_select),
             (
-                f"SQLAlchemy checkout + SELECT in AsyncConnection.run_sync (src.db){suffix}",
+                f"SQLAlchemy checkout + SELECT in AsyncConnection.run_sync{suffix}",
                 run_sync,
             ),
             (f"SQLAlchemy checkout + SELECT, one private greenlet_spawn hop{suffix}", one_hop),
         ):
             results.append((label, await cpu_per_call(call, n)))
         await engine.dispose()
+
+    from src.country import queries
+    from src.db import Database
+
+    database = Database(settings.model_copy(update={"db_pool_size": CONCURRENCY}))
+    try:
+
+        async def database_read() -> None:
+            code = random.choice(codes)  # noqa: S311
+            await database.read(lambda reads: queries.country(reads, code))
+
+        label = "Database.read: checkout + the country's SELECT on the driver (src/reads.py)"
+        results.append((label, await cpu_per_call(database_read, n)))
+    finally:
+        await database.dispose()
 
     import asyncpg
 
