@@ -4,6 +4,7 @@ outside a transaction, writes in one READ COMMITTED transaction. /ready's probe 
 SQLAlchemy by `run_sync()` (the guard's API). A fair ConnectionGate queues requests."""
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import TypeVar
@@ -162,14 +163,25 @@ class Database:
             statements = handle(driver, self.autocommit.dialect, self.sql_span)
             if transaction is None:
                 return await work(statements)
-            async with driver.transaction(**transaction):
-                return await work(statements)
-        except BaseException:
+            xact = driver.transaction(**transaction)
+            await xact.start()
+            try:
+                result = await work(statements)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the work's error is the answer
+                    await xact.rollback()  # fails only on a broken connection: dropped below
+                raise
+            await xact.commit()
+            return result
+        except BaseException as exc:
             # A statement cut off (cancelled, timed out) leaves the connection usable: asyncpg
             # sends the server a cancel and the next statement waits for it. Not one that is
-            # lost, or still in a transaction (its rollback was cut off too).
+            # lost, or still in a transaction (its rollback failed or was cut off too).
             if driver.is_closed() or driver.is_in_transaction():
                 pooled.invalidate()
+            if driver.is_closed() and type(exc) is asyncpg.InternalClientError:
+                # The server closed it under this statement (a shutdown): an outage (503).
+                raise asyncpg.ConnectionDoesNotExistError(f"connection lost: {exc}") from exc
             raise
         finally:
             pooled.close()  # back to the pool (its transaction, if any, has ended)
