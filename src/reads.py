@@ -41,8 +41,12 @@ class Compiled:
     binds: tuple[Processor, ...]  # SQLAlchemy's conversion of each bound value
     results: tuple[Processor, ...] | None  # of each column; None when none needs one
     rendered: Mapping[str, Processor]  # name -> quoting, for the values rendered()
+    takes: frozenset[str]  # every parameter name: others are refused, not dropped
 
     def query(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        if unknown := params.keys() - self.takes:  # a value that would be lost, say a new
+            # column missing from an INSERT's bound columns
+            raise TypeError(f"the statement has no parameter {', '.join(sorted(unknown))}")
         sql = self.sql
         for name, quote in self.rendered.items():
             sql = sql.replace(_MARK.format(name), quote(_given(params, name)))
@@ -91,6 +95,7 @@ def compiled(stmt: Executable, dialect: Dialect) -> Compiled:
         binds=tuple(binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names),
         results=results if any(results) else None,
         rendered={name: _quoting(stmt, name, dialect) for name in marks},
+        takes=frozenset(names) | marks,
     )
 
 

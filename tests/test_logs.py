@@ -1,10 +1,12 @@
 """src/logs.py: a request ID on every answer and in every log line of that request."""
 
+import asyncio
 import json
 import logging
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings
 from src.drain import Drain
 from src.edge import Edge
-from src.logs import configure_logging
+from src.logs import configure_logging, flush_access, log_access
 from tests.helpers import child_env, eventually, wait_for
 
 # A forged access line after %0A, then CR, ESC (a terminal colour) and U+2028 (a line
@@ -200,3 +202,123 @@ def test_plain_uvicorn_writes_one_access_line_per_request(migrated, database_url
         eventually(lambda: log.read_bytes().count(b"/country/GB") >= 3, "the access lines")
     lines = [json.loads(line) for line in log.read_text().splitlines() if "/country/GB" in line]
     assert [line["logger"] for line in lines] == ["src.access"] * 3
+
+
+async def test_concurrent_requests_give_one_access_line_each(client, log_lines):
+    """Lines batched per turn of the event loop: N requests at once, N lines, each once."""
+    lines = log_lines("json")
+    ids = [f"burst-{n}" for n in range(40)]
+    responses = await asyncio.gather(
+        *(client.get("/country/GB", headers={"X-Request-ID": rid}) for rid in ids)
+    )
+    assert {response.status_code for response in responses} == {200}
+    access = [json.loads(line) for line in lines() if '"src.access"' in line]
+    assert sorted(record["request_id"] for record in access) == sorted(ids)
+    assert lines() == []  # nothing left waiting, nothing written twice
+
+
+ACCESS_SCOPE = {"method": "GET", "path": "/batched", "client": ("127.0.0.1", 5000)}
+
+
+async def test_an_access_line_is_written_at_the_end_of_its_turn(log_lines, capsys):
+    """Not at once: at the end of the event loop's turn, one write for the turn's lines."""
+    log_lines("json")
+    log_access(ACCESS_SCOPE, 200, time.perf_counter(), "turn-1")
+    log_access(ACCESS_SCOPE, 201, time.perf_counter(), "turn-2")
+    assert capsys.readouterr().err == ""
+    await asyncio.sleep(0)
+    written = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(r["request_id"], r["status"]) for r in written] == [("turn-1", 200), ("turn-2", 201)]
+
+
+async def test_other_records_come_after_the_access_lines_before_them(log_lines, capsys):
+    """A record logged in the same turn as a waiting access line is written after it."""
+    log_lines("json")
+    log_access(ACCESS_SCOPE, 200, time.perf_counter(), "first")
+    logging.getLogger("src.test").warning("second")
+    log_access(ACCESS_SCOPE, 200, time.perf_counter(), "third")
+    await asyncio.sleep(0)
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [
+        r.get("request_id") if r["logger"] == "src.access" else r["message"] for r in records
+    ] == [
+        "first",
+        "second",
+        "third",
+    ]
+
+
+# A child that logs one access line and exits at once. `loop` runs it under asyncio.run
+# (whose shutdown turns still run the pending flush); `stopped` stops the loop in the very
+# turn that wrote it, so that only the exit hook can write it; `unhooked` is `stopped`
+# without that hook: the control, which must lose the line (else `stopped` proves nothing).
+EXIT_CHILD = """
+import asyncio, atexit, sys, time
+import src.logs
+from src.config import Settings
+from src.logs import configure_logging, flush_access, log_access
+
+configure_logging(Settings(_env_file=None, log_format="json", log_level="INFO"))
+scope = {"method": "GET", "path": "/at-exit", "client": None}
+how = sys.argv[1]
+if how == "unhooked":
+    atexit.unregister(flush_access)
+
+
+def write():
+    log_access(scope, 200, time.perf_counter(), "exit-" + how)
+
+
+async def main():
+    write()
+
+
+if how == "loop":
+    asyncio.run(main())
+else:
+    loop = asyncio.new_event_loop()
+    loop.call_soon(lambda: (write(), loop.stop()))
+    loop.run_forever()
+    loop.close()
+    assert src.logs._access._pending, "written before the exit: the check proves nothing"
+"""
+
+
+@pytest.mark.slow  # a Python process
+@pytest.mark.parametrize(
+    ("how", "written"), [("loop", True), ("stopped", True), ("unhooked", False)]
+)
+def test_a_process_exiting_right_after_an_access_line_still_writes_it(how: str, written: bool):
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_CHILD, how],
+        cwd=PROJECT_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if "/at-exit" in line]
+    expected = [(f"exit-{how}", "GET /at-exit 200")] if written else []
+    assert [(line["request_id"], line["message"]) for line in lines] == expected, proc.stderr
+
+
+def test_a_flush_lost_with_its_loop_does_not_hold_back_later_lines(log_lines, capsys):
+    """A loop stopped in the turn that wrote a line never runs that turn's flush: the next
+    loop's lines are still written at the end of their turn (the first version waited for
+    another record or the process's exit, having scheduled only when the batch was empty)."""
+    log_lines("json")
+    loop = asyncio.new_event_loop()
+    loop.call_soon(lambda: (log_access(ACCESS_SCOPE, 200, 0.0, "lost-turn"), loop.stop()))
+    loop.run_forever()
+    loop.close()
+
+    async def next_loop() -> None:
+        log_access(ACCESS_SCOPE, 200, time.perf_counter(), "next-loop")
+        await asyncio.sleep(0)
+
+    try:
+        asyncio.run(next_loop())
+        assert "next-loop" in capsys.readouterr().err
+    finally:
+        flush_access()  # what is held back: while the captured stderr is open
