@@ -25,12 +25,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 import uvloop
 from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.util import greenlet_spawn  # not public: measured here only, for comparison
 
 from bench.run import query_database
+from bench.write_load import query_free_codes
 from devtools.embedded_pg import throwaway
 from src import migrations
 from src.cli import fail_on_errors
@@ -92,8 +94,67 @@ def asgi_get(app, paths: list[str]) -> Callable[[], Awaitable[None]]:
     return call
 
 
+async def asgi_send(
+    app, method: str, path: str, body: dict | None = None, headers: tuple = ()
+) -> tuple[int, dict[bytes, bytes]]:
+    """One request through the ASGI app: its status and response headers."""
+    data = b"" if body is None else orjson.dumps(body)
+    sent = [(b"host", b"127.0.0.1"), *headers]
+    if body is not None:
+        sent += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": sent,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    answer: dict = {}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            answer.update(status=message["status"], headers=dict(message["headers"]))
+
+    await app(scope, receive, send)
+    return answer["status"], answer["headers"]
+
+
+def write_cycle(app, api_key: str, codes: list[str]) -> Callable[[], Awaitable[None]]:
+    """bench/writes.lua's cycle as one call: POST a country, PATCH it with If-Match set to
+    the POST's ETag, DELETE it; three requests, each must answer 2xx. A code per worker."""
+    free = list(codes)
+    key = (b"x-api-key", api_key.encode())
+
+    async def cycle() -> None:
+        code = free.pop()
+        try:
+            body = {"alpha2": code, "alpha3": code + "X", "name": "Benchland"}
+            status, headers = await asgi_send(app, "POST", "/country", body, (key,))
+            if_match = (b"if-match", headers.get(b"etag", b""))
+            patched, _ = await asgi_send(
+                app, "PATCH", f"/country/{code}", {"name": "Benchland II"}, (key, if_match)
+            )
+            deleted, _ = await asgi_send(app, "DELETE", f"/country/{code}", None, (key,))
+            if (status, patched, deleted) != (201, 204, 204):
+                raise RuntimeError(f"write cycle on {code} answered {status, patched, deleted}")
+        finally:
+            free.append(code)
+
+    return cycle
+
+
 async def measure(
-    settings: Settings, codes: list[str], n: int, pairs: int
+    settings: Settings, codes: list[str], n: int, pairs: int, free: list[str]
 ) -> list[tuple[str, float]]:
     from bench.ceiling_app import create_ceiling_app
     from bench.floor_app import create_floor_app
@@ -195,6 +256,20 @@ async def measure(
             results.append((label, await cpu_per_call(call, n)))
         await engine.dispose()
 
+    # Writes, per request (a cycle is three), against the write ceiling's in the same run.
+    api_key = settings.api_key.get_secret_value()
+    write_ceiling = create_ceiling_app(url, pool, api_key=api_key)
+    for label, target in (
+        ("write ceiling: POST, PATCH, DELETE /country (Starlette + asyncpg pool)", write_ceiling),
+        (
+            "app: POST, PATCH, DELETE /country (CACHE_ENABLED=false)",
+            create_app(settings.model_copy(update={"cache_enabled": False})),
+        ),
+    ):
+        async with LifespanManager(target) as manager:
+            cost = await cpu_per_call(write_cycle(manager.app, api_key, free), n // 3)
+            results.append((label, cost / 3))
+
     from src.country import queries
     from src.db import Database
 
@@ -245,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(migrations.upgrade(settings), flush=True)
         codes = query_database(pg)[1]
+        free = query_free_codes(pg.url)[:CONCURRENCY]
         uvloop.install()
-        results = asyncio.run(measure(settings, codes, args.requests, args.pairs))
+        results = asyncio.run(measure(settings, codes, args.requests, args.pairs, free))
     print(f"\nCPU µs per request, {CONCURRENCY} at a time, best of 3:")
     for label, cost in results:
         print(f"  {cost:7.0f}  {label}")
