@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 import httpx
 
 from bench.edge import exported
-from bench.run import BENCH_DIR, Server, positive, query_database, server_env
+from bench.run import BENCH_DIR, Server, positive, query_database, server_env, write_results
 from devtools.embedded_pg import throwaway
 from src import migrations
 from src.cli import fail_on_errors
@@ -186,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         results = cache_memory(args)
         print()
         print(report(results))
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten to {args.output}")
+        write_results(args.output, results)
     return 0
 
 

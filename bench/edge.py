@@ -41,6 +41,7 @@ from bench.run import (
     positive,
     query_database,
     server_env,
+    write_results,
 )
 from devtools.embedded_pg import throwaway
 from src import migrations
@@ -263,9 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         )
         print(report(results))
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten to {args.output}")
+        write_results(args.output, results)
     return 0
 
 

@@ -1017,16 +1017,20 @@ def bench(args: argparse.Namespace, wrk: str, base: Settings) -> dict[str, Any]:
     }
 
 
+def write_results(output: Path, results: dict[str, Any]) -> None:
+    """The results as JSON at `output` (its folder made), and a line saying where."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {output}")
+
+
 def growth(args: argparse.Namespace, wrk: str, settings: Settings) -> int:
     from bench.growth import growth_table, run_growth  # it imports this module
 
     results = run_growth(args, wrk, settings)
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, one worker")
     print(growth_table(results["results"]))
-    output = args.output.with_name(args.output.stem + "-growth.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {output}")
+    write_results(args.output.with_name(args.output.stem + "-growth.json"), results)
     return 0
 
 
@@ -1064,9 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
             print(baseline_table(raw, args.baseline))
         if results["profile"]:
             print(profile_report(results["profile"]))
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten to {args.output}")
+        write_results(args.output, results)
     return 0
 
 

@@ -257,6 +257,15 @@ def backend_pid(conn: Connection) -> int:
     return conn.connection.dbapi_connection.get_backend_pid()
 
 
+def idle_in_transaction(conn: Connection, role: str | None = None) -> int:
+    """Sessions of this database (of `role`, if given) left inside a transaction."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state LIKE 'idle in transaction%' AND (CAST(:role AS text) IS NULL OR usename = :role)"
+    )
+    return conn.scalar(text(sql), {"role": role})
+
+
 def open_snapshot(conn: Connection, table: str = "country") -> int:
     """What pg_dump or a long report does: a REPEATABLE READ snapshot, open. Its pid."""
     conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")

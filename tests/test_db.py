@@ -13,7 +13,15 @@ from sqlalchemy import text
 from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings
 from src.db import Database
-from tests.helpers import API_KEY, APP_ROLE, APP_ROLE_PASSWORD, child_env, pgbouncer, wait_for
+from tests.helpers import (
+    API_KEY,
+    APP_ROLE,
+    APP_ROLE_PASSWORD,
+    child_env,
+    idle_in_transaction,
+    pgbouncer,
+    wait_for,
+)
 
 # The pool pre-ping off (the default) and on: the app must recover either way.
 BOTH_PRE_PINGS = pytest.mark.parametrize(
@@ -113,13 +121,7 @@ async def test_a_failed_write_is_rolled_back_and_its_connection_reused_clean(
     # The one pooled connection is back in the pool, outside any transaction, and reads
     # on it work; nothing of either write was kept.
     with db.connect() as conn:
-        open_transactions = conn.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND state LIKE 'idle in transaction%'"
-            )
-        )
-        assert open_transactions == 0
+        assert idle_in_transaction(conn) == 0
         assert conn.scalar(text("SELECT count(*) FROM country WHERE alpha2 = 'XQ'")) == 0
     assert await one_connection.read(lambda reads: reads.scalar(text("SELECT 1"))) == 1
     kept = await one_connection.write(lambda db: db.execute(insert_xq))

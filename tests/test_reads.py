@@ -32,7 +32,7 @@ from src.config import Settings
 from src.db import Database
 from src.models import Country, CountrySource
 from src.reads import Reads, compiled, rendered
-from tests.helpers import APP_ROLE
+from tests.helpers import APP_ROLE, idle_in_transaction
 
 ODD = "O'Brien \\ 100% a_b/c Åland ß"
 INJECTION = "x' OR '1'='1"
@@ -302,16 +302,10 @@ def running(migrated: Engine, stmt: TextClause) -> int:
         )
 
 
-def idle_in_transaction(migrated: Engine) -> int:
+def idle_app_transactions(migrated: Engine) -> int:
     """The API role's connections left inside a transaction."""
     with migrated.connect() as conn:
-        return conn.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = :role "
-                "AND datname = current_database() AND state LIKE 'idle in transaction%'"
-            ),
-            {"role": APP_ROLE},
-        )
+        return idle_in_transaction(conn, APP_ROLE)
 
 
 async def cancelled_read(database: Database, migrated: Engine, how: str) -> TextClause:
@@ -352,7 +346,7 @@ async def test_a_cancelled_read_leaves_its_pool_usable(
         assert seven == 7
         assert time.monotonic() - started < 1
         assert await database.read(same_transaction) is pooler
-        assert idle_in_transaction(migrated) == 0
+        assert idle_app_transactions(migrated) == 0
     finally:
         await database.dispose()
 
@@ -397,7 +391,7 @@ async def test_a_read_cancelled_at_any_point_leaves_its_pool_usable(
                 if await database.read(same_transaction) is not pooler:
                     wrong.append(step)
         assert wrong == []
-        assert idle_in_transaction(migrated) == 0
+        assert idle_app_transactions(migrated) == 0
     finally:
         await database.dispose()
 
