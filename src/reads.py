@@ -56,7 +56,7 @@ class Compiled:
             args.append(value if bind is None else bind(value))
         return sql, args
 
-    def row(self, record: asyncpg.Record) -> dict[str, Any]:
+    def row(self, record: asyncpg.Record) -> Row:
         if self.results is None:
             return dict(record)
         return {
@@ -76,8 +76,7 @@ def _given(params: Mapping[str, Any], name: str, defaults: Mapping[str, Any] = N
 def compiled(stmt: Executable, dialect: Dialect) -> Compiled:
     """Compiled once per statement object: build statements at import, not per request."""
     result = stmt.compile(dialect=dialect)
-    names = tuple(name for name in result.positiontup or ())
-    binds = result.binds
+    sql, names, binds = str(result), tuple(result.positiontup or ()), result.binds
     for name, bind in binds.items():
         if bind.expanding or bind.literal_execute:  # rendered per execution by SQLAlchemy
             raise TypeError(
@@ -87,19 +86,19 @@ def compiled(stmt: Executable, dialect: Dialect) -> Compiled:
             )
     columns = getattr(stmt, "selected_columns", ())
     results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
-    marks = set(_MARKS.findall(str(result)))
+    marks = set(_MARKS.findall(sql))
     return Compiled(
-        sql=str(result),
+        sql=sql,
         names=names,
         defaults={n: b.effective_value for n, b in binds.items() if not b.required},
         binds=tuple(binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names),
         results=results if any(results) else None,
-        rendered={name: _quoting(stmt, name, dialect) for name in marks},
+        rendered={name: _quoting(name, dialect) for name in marks},
         takes=frozenset(names) | marks,
     )
 
 
-def _quoting(stmt: Executable, name: str, dialect: Dialect) -> Callable[[Any], str]:
+def _quoting(name: str, dialect: Dialect) -> Callable[[Any], str]:
     quote_str = String().literal_processor(dialect)
     quote_int = Integer().literal_processor(dialect)
 

@@ -73,8 +73,8 @@ class Telemetry:
         )
 
     def instrument_database(self, database: Database) -> None:
-        """SQL spans (children of the current request's span): the reads' own (they run
-        on the driver), SQLAlchemy's events for the rest, with pool usage."""
+        """SQL spans (children of the current request's span): the reads' and writes' own
+        (they run on the driver), SQLAlchemy's events for /ready's probe, with pool usage."""
         from opentelemetry.trace import SpanKind
 
         tracer = self.tracer_provider.get_tracer(__name__)

@@ -31,9 +31,9 @@ _BY_CODE: dict[int, ColumnElement[bool]] = {
 }
 
 
-def by_code(code: str) -> tuple[ColumnElement[bool], dict[str, str]]:
-    """The WHERE clause and its parameters for an alpha-2 or alpha-3 code, any case."""
-    return _BY_CODE[len(code)], {"code": code.upper()}
+def by_code(code: str) -> dict[str, str]:
+    """The parameters of _BY_CODE[len(code)] for an alpha-2 or alpha-3 code, any case."""
+    return {"code": code.upper()}
 
 
 COUNTRY_BY_CODE = {n: select(*COUNTRY_COLUMNS).where(m) for n, m in _BY_CODE.items()}
@@ -56,13 +56,11 @@ SEARCH_PAGE, SEARCH_COUNT = paged(
 
 async def country(reads: Reads, code: str) -> dict[str, Any] | None:
     """As GET shows it."""
-    _, params = by_code(code)
-    return await reads.one(COUNTRY_BY_CODE[len(code)], params)
+    return await reads.one(COUNTRY_BY_CODE[len(code)], by_code(code))
 
 
 async def country_id(reads: Reads, code: str) -> int | None:
-    _, params = by_code(code)
-    return await reads.scalar(COUNTRY_ID_BY_CODE[len(code)], params)
+    return await reads.scalar(COUNTRY_ID_BY_CODE[len(code)], by_code(code))
 
 
 async def country_page(
@@ -79,8 +77,7 @@ async def country_page(
 
 async def locked_country(db: Writes, code: str) -> dict[str, Any] | None:
     """As GET shows it, locked until the write's transaction ends (FOR UPDATE)."""
-    _, params = by_code(code)
-    return await db.one(LOCKED_BY_CODE[len(code)], params)
+    return await db.one(LOCKED_BY_CODE[len(code)], by_code(code))
 
 
 class DuplicateCountry(Exception):
@@ -124,15 +121,13 @@ def _update_statement(fields: tuple[str, ...], code_length: int) -> Update:
 
 async def update_country(db: Writes, code: str, values: dict[str, Any]) -> str | None:
     """The country's alpha-2 after the change, or None when there is no such country."""
-    _, params = by_code(code)
     stmt = _update_statement(tuple(sorted(values)), len(code))
     try:
-        return await db.scalar(stmt, {**values, **params})
+        return await db.scalar(stmt, {**values, **by_code(code)})
     except asyncpg.UniqueViolationError as exc:
         raise _duplicate(exc) from None
 
 
 async def delete_country(db: Writes, code: str) -> bool:
     """True when the country existed; its subdivisions go with it (ON DELETE CASCADE)."""
-    _, params = by_code(code)
-    return await db.one(DELETE_BY_CODE[len(code)], params) is not None
+    return await db.one(DELETE_BY_CODE[len(code)], by_code(code)) is not None
