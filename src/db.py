@@ -13,6 +13,7 @@ import asyncpg
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from src.config import Settings
 from src.reads import Reads, SqlSpan, Writes
@@ -20,6 +21,7 @@ from src.tls import asyncpg_ssl
 
 POOL_TIMEOUT_SECONDS = 10
 COMMAND_TIMEOUT_SECONDS = 30
+POOL_CLOSE_TIMEOUT_SECONDS = 2  # as SQLAlchemy's own graceful close of an invalidated one
 # Set on each new connection: they win over the role's and the database's settings.
 SESSION_SETTINGS = {
     "search_path": "public",  # the tables' unqualified names
@@ -184,7 +186,20 @@ class Database:
                 raise asyncpg.ConnectionDoesNotExistError(f"connection lost: {exc}") from exc
             raise
         finally:
-            pooled.close()  # back to the pool (its transaction, if any, has ended)
+            await self._give_back(pooled)
+
+    async def _give_back(self, pooled: PoolProxiedConnection) -> None:
+        """Back to the pool (its transaction, if any, has ended). An overflow connection the
+        pool would close is closed here: out of a greenlet, the pool cannot await asyncpg's
+        close and would leave the session open on the server."""
+        pool = self.autocommit.pool
+        if pooled.is_valid and isinstance(pool, QueuePool) and pool.checkedin() >= pool.size():
+            driver = pooled.driver_connection
+            pooled.detach()  # the pool counts it gone
+            with contextlib.suppress(Exception):  # a connection lost already is closed
+                await driver.close(timeout=POOL_CLOSE_TIMEOUT_SECONDS)
+            return
+        pooled.close()  # queued: no I/O (reads and writes leave no SQLAlchemy transaction)
 
     async def probe(self, work: Work[T]) -> T:
         """`work(conn)` like `read`, but outside the gate, on the connection kept for it."""

@@ -227,3 +227,40 @@ async def test_several_apps_through_pgbouncer_in_transaction_mode(
         else:
             assert not set(statuses) <= {200, 201}, "expected failures without the setting"
         assert kept >= set(written)  # a write answered 201 is never lost
+
+
+async def test_overflow_connections_are_closed_on_the_server_when_returned(
+    settings: Settings, db, caplog: pytest.LogCaptureFixture
+):
+    """Past DB_POOL_SIZE the pool closes what comes back: asyncpg's close must be awaited,
+    or the server keeps the session (and the pool logs MissingGreenlet)."""
+    # The gate lets 3 in (one connection is kept for /ready's probe): 1 pooled, 2 overflow.
+    database = Database(settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 3}))
+
+    async def three_at_once() -> set[int]:
+        inside, all_in = [], asyncio.Event()
+
+        async def hold(reads) -> int:
+            inside.append(pid := await reads.scalar(text("SELECT pg_backend_pid()")))
+            if len(inside) == 3:
+                all_in.set()
+            await all_in.wait()
+            return pid
+
+        async with asyncio.timeout(10):
+            return set(await asyncio.gather(*(database.read(hold) for _ in range(3))))
+
+    try:
+        pids = await three_at_once()
+        assert len(pids) == 3
+        with db.connect() as conn:
+            alive = conn.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"),
+                {"pids": list(pids)},
+            )
+        assert alive == 1  # the one the pool keeps
+        assert database.autocommit.pool.checkedin() == 1
+        assert "Exception closing connection" not in caplog.text
+        assert len(await three_at_once()) == 3  # and it still serves its overflow
+    finally:
+        await database.dispose()
