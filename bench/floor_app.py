@@ -1,7 +1,7 @@
 """The floor: the real FastAPI app with its two benchmarked reads on raw asyncpg.
 
 Same application object as `src.main:app` (FastAPIOffline, BodyGuard, the error
-handlers, the health routes, the same path and query parameters validated by FastAPI,
+handlers, the health routes, the route class, the same path and query parameters validated,
 the same ETag'd orjson bodies), but `GET /country/{code}` and `GET /country` run the
 ceiling's SQL on an asyncpg pool of their own instead of the app's `Database`. So:
 
@@ -28,6 +28,7 @@ from src.config import Settings
 from src.country import routes as country
 from src.kit import pagination
 from src.kit.responses import json_with_etag
+from src.kit.route import ResourceRoute
 from src.kit.text import SearchText
 
 
@@ -41,7 +42,10 @@ async def pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-router = APIRouter(prefix="/country", tags=["country"], lifespan=pool_lifespan)
+# The app's route class, as every resource's router has it (src/kit/resource.py).
+router = APIRouter(
+    prefix="/country", tags=["country"], route_class=ResourceRoute, lifespan=pool_lifespan
+)
 
 
 @router.get("", response_model=None)

@@ -25,6 +25,7 @@ from src.country import routes as country
 from src.kit import pagination
 from src.kit.pagination import TOTAL_CAP, page_body
 from src.kit.responses import respond, serialize
+from src.kit.route import ResourceRoute
 
 
 @asynccontextmanager
@@ -43,7 +44,10 @@ async def constant_lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-router = APIRouter(prefix="/country", tags=["country"], lifespan=constant_lifespan)
+# The app's route class, as every resource's router has it (src/kit/resource.py).
+router = APIRouter(
+    prefix="/country", tags=["country"], route_class=ResourceRoute, lifespan=constant_lifespan
+)
 
 
 def page_of(rows: list[dict[str, Any]], limit: int, offset: int, after: str | None) -> dict:
