@@ -84,7 +84,10 @@ def direct_handler(route: APIRoute) -> Handler | None:
         )
     ):
         return None
-    returns = get_type_hints(endpoint).get("return")
+    try:
+        returns = get_type_hints(endpoint).get("return")
+    except Exception:  # a name only a type checker sees: FastAPI handles it as usual
+        return None
     if not (inspect.isclass(returns) and issubclass(returns, Response)):
         return None
     fields = [("path", field) for field in dependant.path_params]

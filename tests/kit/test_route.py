@@ -247,4 +247,8 @@ def test_only_routes_taking_path_and_query_values_are_called_directly():
     async def guarded() -> Response:
         return JSONResponse(None)
 
-    assert [direct_handler(route) for route in router.routes] == [None] * 4
+    @router.get("/unresolved", response_model=None)
+    async def unresolved(code: str) -> "NotImportedHere":  # type: ignore[name-defined]  # noqa: F821
+        return JSONResponse(code)
+
+    assert [direct_handler(route) for route in router.routes] == [None] * 5
