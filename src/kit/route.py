@@ -64,12 +64,11 @@ def direct_handler(route: APIRoute) -> Handler | None:
     it takes anything else (a body, headers, dependencies...) or may answer other than a
     Response (FastAPI would serialize it)."""
     dependant, endpoint = route.dependant, route.endpoint
-    if (
+    if (  # a route's own `dependencies=[...]` are among dependant.dependencies
         dependant.dependencies
         or dependant.body_params
         or dependant.header_params
         or dependant.cookie_params
-        or route.dependencies
         or route.response_model is not None
         or not inspect.iscoroutinefunction(endpoint)
         or any(
@@ -94,14 +93,14 @@ def direct_handler(route: APIRoute) -> Handler | None:
     fields += [("query", field) for field in dependant.query_params]
     if not all(_scalar(field) for _, field in fields):
         return None
-    request_name = dependant.request_param_name
+    request_name, takes_query = dependant.request_param_name, bool(dependant.query_params)
     checks = [
         (where, field.name, field.alias, (where, field.alias), field) for where, field in fields
     ]
 
     async def handle(request: Request) -> Response:
         sources: dict[str, Mapping[str, Any]] = {"path": request.path_params}
-        if dependant.query_params:
+        if takes_query:
             sources["query"] = request.query_params
         values: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
