@@ -46,7 +46,7 @@ class Edge:
             return
         rid = logs.request_id_of(scope["headers"])
         token = logs.request_id.set(rid)
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         status = 500  # if the app fails before it answers
         extra = [(logs.REQUEST_ID_HEADER, rid.encode()), NOSNIFF]
         if self.drain.draining and scope["path"] == "/health":

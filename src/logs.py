@@ -99,51 +99,48 @@ def _rendering(log_format: str) -> list[Processor]:
     ]
 
 
+# Printable ASCII but `"` and `\\`: what JSON writes as it is, so the access line's values
+# can go into it without a serializer (the others are escaped as orjson would).
+JSON_VERBATIM = re.compile(r"[ !#-\[\]-~]*")
+
+
+def _json_inner(value: str) -> str:
+    """`value` as the text between a JSON string's quotes, as `_orjson_text` writes it."""
+    return _orjson_text(value)[1:-1]
+
+
+# What a request leaves for its access line: when it ended (time.time_ns), how long it took
+# (ns), method, path, status, route template, client (host, port) and request ID.
+Entry = tuple[int, int, str, str, int, str | None, tuple[str, int] | None, str]
+
+
 class AccessLog:
     """The access line, rendered by hand in the shape structlog gives every other line: its
-    processor chain cost as much as the rest of a cached hit (docs/performance.md)."""
+    processor chain cost as much as the rest of a cached hit (docs/performance.md). A request
+    only queues its values; the lines are rendered together when the loop's turn ends."""
 
     def __init__(self, level: str, log_format: str, stream: TextIO) -> None:
         self.enabled = logging.getLevelNamesMapping()[level.upper()] <= logging.INFO
-        self.text = log_format == "text"
+        self.render = self._text_lines if log_format == "text" else self._json_lines
         self.stream = stream
-        self._pending: list[str] = []
+        self._pending: list[Entry] = []
         self._flush_on: asyncio.AbstractEventLoop | None = None  # where a flush is scheduled
+        self._routes: dict[str | None, str] = {None: "null"}  # route templates, as JSON
 
-    def write(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        route: str | None,
-        duration_ms: float,
-        client: str | None,
-        rid: str,
-    ) -> None:
-        now = _timestamp()
-        message = f"{method} {path} {status}"
-        if self.text:
-            line = (
-                f"{now} [info     ] {escape_text(message):<30} [{ACCESS_LOGGER}] "
-                f"client={client} duration_ms={duration_ms} method={escape_text(method)} "
-                f"request_id={rid} route={route if route is None else escape_text(route)} "
-                f"status={status}\n"
+    def write(self, scope: Scope, status: int, started_ns: int, rid: str) -> None:
+        """Queues the request's line for the end of this turn of the event loop."""
+        self._pending.append(
+            (
+                time.time_ns(),
+                time.perf_counter_ns() - started_ns,
+                scope["method"],
+                scope["path"],
+                status,
+                getattr(scope.get("route"), "path", None),
+                scope.get("client"),
+                rid,
             )
-        else:
-            fields = {
-                "logger": ACCESS_LOGGER,
-                "level": "info",
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": duration_ms,
-                "client": client,
-                "request_id": rid,
-                "timestamp": now,
-                "message": message,
-            }
-            line = _orjson_text(fields) + "\n"
-        self._pending.append(line)
+        )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop: nothing to batch with
@@ -154,27 +151,76 @@ class AccessLog:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """The lines of this turn of the event loop, in one write: under load, one system
-        call for many requests' lines instead of one each."""
+        """The lines of this turn of the event loop, rendered and written at once: under load,
+        one system call for many requests' lines instead of one each."""
         self._flush_on = None
         if self._pending:
-            lines, self._pending = "".join(self._pending), []
-            self.stream.write(lines)
+            entries, self._pending = self._pending, []
+            self.stream.write(self.render(entries))
             self.stream.flush()
+
+    def _text_lines(self, entries: list[Entry]) -> str:
+        lines = []
+        for now, elapsed, method, path, status, route, client, rid in entries:
+            message = escape_text(f"{method} {path} {status}")
+            client = f"{client[0]}:{client[1]}" if client else None  # a proxy's header may set it
+            lines.append(
+                f"{_timestamp(now)} [info     ] {message:<30} [{ACCESS_LOGGER}] "
+                f"client={client if client is None else escape_text(client)} "
+                f"duration_ms={_milliseconds(elapsed)} method={escape_text(method)} "
+                f"request_id={rid} route={route if route is None else escape_text(route)} "
+                f"status={status}\n"
+            )
+        return "".join(lines)
+
+    def _json_lines(self, entries: list[Entry]) -> str:
+        lines = []
+        routes = self._routes
+        for now, elapsed, method, path, status, route, client, rid in entries:
+            message = f"{method} {path} {status}"
+            client = f"{client[0]}:{client[1]}" if client else None
+            if not JSON_VERBATIM.fullmatch(f"{message} {client}"):  # the rare line to escape
+                method, message = _json_inner(method), _json_inner(message)
+                client = client if client is None else _json_inner(client)
+            route_json = routes.get(route) or self._route_json(route)
+            client_json = "null" if client is None else f'"{client}"'
+            lines.append(
+                f'{{"logger":"{ACCESS_LOGGER}","level":"info","method":"{method}",'
+                f'"route":{route_json},"status":{status},"duration_ms":{_milliseconds(elapsed)},'
+                f'"client":{client_json},"request_id":"{rid}","timestamp":"{_timestamp(now)}",'
+                f'"message":"{message}"}}\n'
+            )
+        return "".join(lines)
+
+    def _route_json(self, route: str) -> str:
+        """A route's template as JSON, kept: an app has a few of them."""
+        text = _orjson_text(route)
+        if len(self._routes) < 1024:
+            self._routes[route] = text
+        return text
+
+
+def _milliseconds(ns: int) -> str:
+    """A duration in milliseconds to two decimals, as text."""
+    hundredths = (ns + 5_000) // 10_000
+    return f"{hundredths // 100}.{_TWO_DIGITS[hundredths % 100]}"
+
+
+_TWO_DIGITS = [f"{n:02d}" for n in range(100)]
 
 
 _second: tuple[int, str] = (0, "")
 
 
-def _timestamp() -> str:
-    """UTC now in ISO 8601 with microseconds and Z; the seconds' text is kept while they last."""
+def _timestamp(ns: int) -> str:
+    """UTC at `ns` (by time.time_ns) in ISO 8601 with microseconds and Z; the seconds' text
+    is kept while they last."""
     global _second
-    now = time.time()
-    second = int(now)
+    second, micros = divmod(ns // 1000, 1_000_000)
     if second != _second[0]:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second = (second, text)
-    return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
+    return f"{_second[1]}.{micros:06d}Z"
 
 
 # No access lines until configure_logging (as the stdlib's default WARNING would have it).
@@ -220,19 +266,11 @@ _new_id_prefix()
 os.register_at_fork(after_in_child=_new_id_prefix)
 
 
-def log_access(scope: Scope, status: int, started: float, rid: str) -> None:
-    """The request's access line, if LOG_LEVEL lets INFO through."""
+def log_access(scope: Scope, status: int, started_ns: int, rid: str) -> None:
+    """The request's access line, if LOG_LEVEL lets INFO through; `started_ns` is when the
+    request came in, by `time.perf_counter_ns()`."""
     if _access.enabled:
-        client = scope.get("client")
-        _access.write(
-            scope["method"],
-            scope["path"],
-            status,
-            getattr(scope.get("route"), "path", None),
-            round((time.perf_counter() - started) * 1000, 2),
-            f"{client[0]}:{client[1]}" if client else None,
-            rid,
-        )
+        _access.write(scope, status, started_ns, rid)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from devtools.embedded_pg import free_port
 from src.config import PROJECT_ROOT, Settings
 from src.drain import Drain
 from src.edge import Edge
-from src.logs import configure_logging, flush_access, log_access
+from src.logs import UNSAFE, configure_logging, flush_access, log_access
 from tests.helpers import child_env, eventually, wait_for
 
 # A forged access line after %0A, then CR, ESC (a terminal colour) and U+2028 (a line
@@ -223,8 +223,8 @@ ACCESS_SCOPE = {"method": "GET", "path": "/batched", "client": ("127.0.0.1", 500
 async def test_an_access_line_is_written_at_the_end_of_its_turn(log_lines, capsys):
     """Not at once: at the end of the event loop's turn, one write for the turn's lines."""
     log_lines("json")
-    log_access(ACCESS_SCOPE, 200, time.perf_counter(), "turn-1")
-    log_access(ACCESS_SCOPE, 201, time.perf_counter(), "turn-2")
+    log_access(ACCESS_SCOPE, 200, time.perf_counter_ns(), "turn-1")
+    log_access(ACCESS_SCOPE, 201, time.perf_counter_ns(), "turn-2")
     assert capsys.readouterr().err == ""
     await asyncio.sleep(0)
     written = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
@@ -234,9 +234,9 @@ async def test_an_access_line_is_written_at_the_end_of_its_turn(log_lines, capsy
 async def test_other_records_come_after_the_access_lines_before_them(log_lines, capsys):
     """A record logged in the same turn as a waiting access line is written after it."""
     log_lines("json")
-    log_access(ACCESS_SCOPE, 200, time.perf_counter(), "first")
+    log_access(ACCESS_SCOPE, 200, time.perf_counter_ns(), "first")
     logging.getLogger("src.test").warning("second")
-    log_access(ACCESS_SCOPE, 200, time.perf_counter(), "third")
+    log_access(ACCESS_SCOPE, 200, time.perf_counter_ns(), "third")
     await asyncio.sleep(0)
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [
@@ -246,6 +246,54 @@ async def test_other_records_come_after_the_access_lines_before_them(log_lines, 
         "second",
         "third",
     ]
+
+
+class Route:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "client", "route"),
+    [
+        ("GET", "/country/GB", ("127.0.0.1", 5000), "/country/{code}"),
+        ("GET", '/a"b\\c', ("::1", 1), None),
+        ("GET", "/caf\u00e9/\u2028/\x7f/\x01/\u202e", None, "/{rest}"),
+        ('M"X', "/x", ('1.2.3.4"\n{"forged":1}', 2), 'odd"route\\'),
+    ],
+)
+async def test_json_access_lines_are_what_json_would_write(method, path, client, route, log_lines):
+    """Values written as they are when JSON allows it, escaped otherwise: every line parses
+    back to its values and is one line, no character that could forge one written raw."""
+    lines = log_lines("json")
+    scope = {"method": method, "path": path, "client": client, "route": Route(route or "")}
+    if route is None:
+        del scope["route"]
+    log_access(scope, 404, time.perf_counter_ns(), "json-1")
+    (line,) = lines()
+    record = json.loads(line)
+    assert not UNSAFE.search(line)
+    assert record.pop("timestamp").endswith("Z") and record.pop("duration_ms") >= 0
+    assert record == {
+        "logger": "src.access",
+        "level": "info",
+        "method": method,
+        "route": route,
+        "status": 404,
+        "client": f"{client[0]}:{client[1]}" if client else None,
+        "request_id": "json-1",
+        "message": f"{method} {path} 404",
+    }
+
+
+async def test_text_access_lines_escape_the_client(log_lines):
+    """The client may come from a proxy's header (uvicorn's --proxy-headers): escaped like
+    every other field (before: written raw, a forged line in text logs)."""
+    lines = log_lines("text")
+    scope = {**ACCESS_SCOPE, "client": ("10.0.0.1\n2026-01-01 [info     ] forged\x1b", 1)}
+    log_access(scope, 200, time.perf_counter_ns(), "text-client")
+    (line,) = lines()
+    assert "client=10.0.0.1\\n2026-01-01 [info     ] forged\\x1b:1 " in line
 
 
 # A child that logs one access line and exits at once. `loop` runs it under asyncio.run
@@ -266,7 +314,7 @@ if how == "unhooked":
 
 
 def write():
-    log_access(scope, 200, time.perf_counter(), "exit-" + how)
+    log_access(scope, 200, time.perf_counter_ns(), "exit-" + how)
 
 
 async def main():
@@ -309,12 +357,12 @@ def test_a_flush_lost_with_its_loop_does_not_hold_back_later_lines(log_lines, ca
     another record or the process's exit, having scheduled only when the batch was empty)."""
     log_lines("json")
     loop = asyncio.new_event_loop()
-    loop.call_soon(lambda: (log_access(ACCESS_SCOPE, 200, 0.0, "lost-turn"), loop.stop()))
+    loop.call_soon(lambda: (log_access(ACCESS_SCOPE, 200, 0, "lost-turn"), loop.stop()))
     loop.run_forever()
     loop.close()
 
     async def next_loop() -> None:
-        log_access(ACCESS_SCOPE, 200, time.perf_counter(), "next-loop")
+        log_access(ACCESS_SCOPE, 200, time.perf_counter_ns(), "next-loop")
         await asyncio.sleep(0)
 
     try:
