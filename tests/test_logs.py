@@ -287,13 +287,14 @@ async def test_json_access_lines_are_what_json_would_write(method, path, client,
 
 
 async def test_text_access_lines_escape_the_client(log_lines):
-    """The client may come from a proxy's header (uvicorn's --proxy-headers): escaped like
-    every other field (before: written raw, a forged line in text logs)."""
+    """The client may come from X-Forwarded-For (`uvicorn src.main:app` trusts it from
+    localhost), whose value may hold NEL (0x85) and CSI (0x9b): escaped like every other
+    field (before: written raw, NEL started a forged line)."""
     lines = log_lines("text")
-    scope = {**ACCESS_SCOPE, "client": ("10.0.0.1\n2026-01-01 [info     ] forged\x1b", 1)}
+    scope = {**ACCESS_SCOPE, "client": ("10.0.0.1\x852026-01-01 [info     ] forged\x9b31m", 0)}
     log_access(scope, 200, time.perf_counter_ns(), "text-client")
     (line,) = lines()
-    assert "client=10.0.0.1\\n2026-01-01 [info     ] forged\\x1b:1 " in line
+    assert "client=10.0.0.1\\x852026-01-01 [info     ] forged\\x9b31m:0 " in line
 
 
 # A child that logs one access line and exits at once. `loop` runs it under asyncio.run
