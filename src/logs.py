@@ -99,7 +99,7 @@ def _rendering(log_format: str) -> list[Processor]:
     ]
 
 
-# Printable ASCII but `"` and `\\`: what JSON writes as it is, so the access line's values
+# Printable ASCII but `"` and `\`: what JSON writes as it is, so the access line's values
 # can go into it without a serializer (the others are escaped as orjson would).
 JSON_VERBATIM = re.compile(r"[ !#-\[\]-~]*")
 
@@ -163,7 +163,7 @@ class AccessLog:
         lines = []
         for now, elapsed, method, path, status, route, client, rid in entries:
             message = escape_text(f"{method} {path} {status}")
-            client = f"{client[0]}:{client[1]}" if client else None  # a proxy's header may set it
+            client = _address(client)
             lines.append(
                 f"{_timestamp(now)} [info     ] {message:<30} [{ACCESS_LOGGER}] "
                 f"client={client if client is None else escape_text(client)} "
@@ -178,7 +178,7 @@ class AccessLog:
         routes = self._routes
         for now, elapsed, method, path, status, route, client, rid in entries:
             message = f"{method} {path} {status}"
-            client = f"{client[0]}:{client[1]}" if client else None
+            client = _address(client)
             if not JSON_VERBATIM.fullmatch(f"{message} {client}"):  # the rare line to escape
                 method, message = _json_inner(method), _json_inner(message)
                 client = client if client is None else _json_inner(client)
@@ -198,6 +198,11 @@ class AccessLog:
         if len(self._routes) < 1024:
             self._routes[route] = text
         return text
+
+
+def _address(client: tuple[str, int] | None) -> str | None:
+    """The client as host:port; a proxy's header may have set it, so it is escaped too."""
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 def _milliseconds(ns: int) -> str:
